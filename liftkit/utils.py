@@ -1,0 +1,71 @@
+"""Seeding and device resolution shared by every module."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA) and return a seeded torch generator.
+
+    Parameters
+    ----------
+    seed
+        Any non-negative integer. The same seed gives the same numbers on CPU; for
+        bit-identical goldens also set ``OMP_NUM_THREADS=1``.
+    """
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` into CUDA when available, else CPU; validate anything else.
+
+    Raises
+    ------
+    ValueError
+        If the name is not a torch device, or CUDA is asked for on a machine without it.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(
+                f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda' (optionally 'cuda:N')"
+            ) from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} requested but CUDA is not available here: use device='cpu' or 'auto'"
+        )
+    return dev
+
+
+def progress_enabled() -> bool:
+    """Progress bars are on unless ``LIFTKIT_PROGRESS=0`` or running under CI (``CI`` set)."""
+    flag = os.environ.get("LIFTKIT_PROGRESS")
+    if flag is not None:
+        return flag not in ("0", "false", "False", "")
+    return not os.environ.get("CI")
+
+
+def progress(iterable=None, **kwargs):
+    """``tqdm.auto.tqdm`` that honours :func:`progress_enabled` (off in CI and nbval runs)."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", not progress_enabled())
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)
