@@ -1,0 +1,52 @@
+# liftkit: `make book` builds the book, `make test` runs every test tier.
+# Both create the virtual environment (.venv) when it is missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Goldens and nbval need bit-reproducible numbers: one thread, no progress bars.
+DETERMINISTIC := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 LIFTKIT_PROGRESS=0 PYDEVD_DISABLE_FILE_VALIDATION=1
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+CHAPTERS ?=
+
+.PHONY: all setup book test unit smoke nbval lint bench regold clean
+
+all: book
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,test]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/liftkit build .
+	@echo "book: open _build/html/index.html"
+
+test: lint unit nbval
+
+lint: $(STAMP)
+	$(BIN)/ruff check liftkit tests benchmarks
+
+# Tiers 1, 2 and 4: unit tests, chapter smoke runs, the strict book-build check.
+unit: $(STAMP)
+	$(DETERMINISTIC) $(BIN)/pytest -n 2 --dist loadfile tests
+
+smoke: $(STAMP)
+	$(DETERMINISTIC) $(BIN)/pytest -n 2 tests/test_chapters.py
+
+# Tier 3: re-execute the golden notebooks and compare the checked cells.
+nbval: $(STAMP)
+	$(DETERMINISTIC) $(BIN)/pytest -n 2 --dist loadscope $(NBVAL) tests/notebooks
+
+regold: $(STAMP)
+	$(DETERMINISTIC) $(BIN)/liftkit regold $(CHAPTERS)
+
+bench: $(STAMP)
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf _build runs .pytest_cache

@@ -1,0 +1,84 @@
+"""The chapters listed in ``_toc.yml`` and their golden notebooks (the nbval regression tier).
+
+A golden is the chapter executed at ``profile="smoke"`` with ``OMP_NUM_THREADS=1``, stored as
+``tests/notebooks/<name>.ipynb``. nbval re-executes it and compares the cells tagged
+``nbval-check-output``; ``make regold`` rewrites goldens on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = ROOT / "tests" / "notebooks"
+GOLDEN_PARAMETERS = {"profile": "smoke"}
+
+
+def _toc_files(node) -> list[str]:
+    files: list[str] = []
+    if isinstance(node, dict):
+        if "file" in node:
+            files.append(node["file"])
+        if "root" in node:
+            files.append(node["root"])
+        for value in node.values():
+            if isinstance(value, list | dict):
+                files.extend(_toc_files(value))
+    elif isinstance(node, list):
+        for item in node:
+            files.extend(_toc_files(item))
+    return files
+
+
+def toc_pages(root: Path = ROOT) -> list[Path]:
+    """Every page of ``_toc.yml`` (root first), as paths to existing ``.md`` files."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    pages = []
+    for entry in dict.fromkeys(_toc_files(toc)):
+        path = root / (entry if entry.endswith(".md") else f"{entry}.md")
+        if not path.exists():
+            raise FileNotFoundError(f"_toc.yml lists {entry!r} but {path} does not exist")
+        pages.append(path)
+    return pages
+
+
+def has_code(page: Path) -> bool:
+    """True for executable chapters (they contain ``{code-cell}`` blocks)."""
+    return "```{code-cell}" in page.read_text()
+
+
+def toc_chapters(root: Path = ROOT) -> list[Path]:
+    """The executable chapters of the table of contents, in book order."""
+    return [p for p in toc_pages(root) if has_code(p)]
+
+
+def golden_path(chapter: Path) -> Path:
+    return GOLDEN_DIR / f"{Path(chapter).stem}.ipynb"
+
+
+def regold(names: list[str] | None = None) -> list[Path]:
+    """Re-execute chapters at the smoke profile and overwrite their goldens.
+
+    ``names`` selects chapters by file stem (default: all of them). Runs single-threaded so the
+    goldens are bit-reproducible.
+    """
+    from liftkit.runner import run_chapter
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["LIFTKIT_PROGRESS"] = "0"
+    chapters = toc_chapters()
+    if names:
+        known = {c.stem: c for c in chapters}
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ValueError(f"no chapter(s) {unknown} in _toc.yml; chapters are {sorted(known)}")
+        chapters = [known[n] for n in names]
+    written = []
+    for chapter in chapters:
+        print(f"regold {chapter.stem} ...", flush=True)
+        run_chapter(chapter, golden_path(chapter), GOLDEN_PARAMETERS)
+        written.append(golden_path(chapter))
+    return written

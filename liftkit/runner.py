@@ -1,0 +1,164 @@
+"""Run a book chapter with parameters: jupytext -> papermill -> deterministic executed notebook.
+
+Chapters are MyST-markdown Jupytext notebooks with one cell tagged ``parameters``. Papermill
+cannot read ``.md`` files, so the chapter is converted in memory, executed by papermill in the
+chapter's own folder, stripped of timing metadata, given stable cell ids (``cell-0``, ...), and
+written atomically. Goldens in ``tests/notebooks`` are produced the same way.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+PARAMETERS_TAG = "parameters"
+_VOLATILE_CELL_KEYS = ("papermill", "execution", "ExecuteTime")
+
+
+def read_chapter(path: str | Path) -> nbformat.NotebookNode:
+    """Read a chapter (``.md`` via jupytext, or ``.ipynb``) as a notebook node."""
+    import jupytext
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no chapter at {path}; chapters live in book/ (e.g. book/intro.md)")
+    nb = jupytext.read(path)
+    set_cell_ids(nb)
+    return nb
+
+
+def set_cell_ids(nb: nbformat.NotebookNode) -> None:
+    """Give cells the ids ``cell-0``, ``cell-1``, ... so regenerated notebooks diff cleanly."""
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"
+
+
+def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The one code cell tagged ``parameters``; a clear error if there is none or several."""
+    cells = [
+        c for c in nb.cells
+        if c.cell_type == "code" and PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])
+    ]
+    if len(cells) != 1:
+        raise ValueError(
+            f"a chapter needs exactly one code cell tagged {PARAMETERS_TAG!r}, found {len(cells)}"
+        )
+    return cells[0]
+
+
+def chapter_parameters(nb: nbformat.NotebookNode) -> dict[str, str]:
+    """Names assigned in the parameters cell, mapped to the source text of their defaults."""
+    source = parameters_cell(nb).source
+    params: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        for target in targets:
+            if isinstance(target, ast.Name):
+                value = getattr(node, "value", None)
+                params[target.id] = ast.get_source_segment(source, value) if value else ""
+    return params
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line parameter value as YAML (``20000`` -> int, ``[1, 3]`` -> list)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def strip_volatile(nb: nbformat.NotebookNode) -> None:
+    """Remove timings and run-specific paths so that two runs give identical files."""
+    for cell in nb.cells:
+        for key in _VOLATILE_CELL_KEYS:
+            cell.get("metadata", {}).pop(key, None)
+    pm = nb.metadata.get("papermill")
+    if pm is not None:
+        nb.metadata["papermill"] = {"parameters": pm.get("parameters", {})}
+    set_cell_ids(nb)
+
+
+def write_notebook(nb: nbformat.NotebookNode, output: str | Path) -> Path:
+    """Write ``nb`` atomically: a temporary file in the same folder, then a rename."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, suffix=".ipynb.part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            nbformat.write(nb, handle)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return output
+
+
+def run_chapter(
+    chapter: str | Path,
+    output: str | Path | None = None,
+    parameters: dict[str, Any] | None = None,
+    *,
+    kernel_name: str = "python3",
+    progress: bool = False,
+    timeout: int | None = None,
+) -> nbformat.NotebookNode:
+    """Execute ``chapter`` with ``parameters`` and return (and optionally write) the notebook.
+
+    Parameters
+    ----------
+    chapter
+        Path of a chapter, e.g. ``book/moi_experiment.md``.
+    output
+        Where to write the executed ``.ipynb``; ``None`` writes nothing.
+    parameters
+        Values injected after the ``parameters`` cell (papermill). Unknown names are an error
+        that lists the chapter's parameters.
+    kernel_name, progress, timeout
+        Passed to papermill (``timeout`` is per cell, in seconds).
+
+    Raises
+    ------
+    ValueError
+        Unknown parameter names.
+    RuntimeError
+        A cell raised; the message names the cell and the error. Nothing is written.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    chapter = Path(chapter)
+    nb = read_chapter(chapter)
+    parameters = dict(parameters or {})
+    known = chapter_parameters(nb)
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        listing = ", ".join(f"{k} (default {v})" for k, v in known.items())
+        raise ValueError(f"{chapter.name} has no parameter(s) {unknown}; its parameters are: {listing}")
+    try:
+        executed = papermill.execute_notebook(
+            nb,
+            None,
+            parameters=parameters,
+            kernel_name=kernel_name,
+            cwd=str(chapter.resolve().parent),
+            progress_bar=progress,
+            execution_timeout=timeout,
+        )
+    except PapermillExecutionError as err:
+        raise RuntimeError(
+            f"{chapter.name} failed in cell {err.cell_index} ({err.ename}: {err.evalue}); "
+            "no output was written"
+        ) from None
+    strip_volatile(executed)
+    if output is not None:
+        write_notebook(executed, output)
+    return executed
