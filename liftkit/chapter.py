@@ -1,4 +1,4 @@
-"""Helpers every chapter uses: profiles of parameters, and headline-number printing.
+"""Helpers every chapter uses: parameter profiles ("smoke", "default", "paper") and their display.
 
 A chapter's ``parameters`` cell sets ``profile`` ("smoke" | "default" | "paper") and every other
 parameter to ``None``; :func:`configure` fills each ``None`` from the profile's table, so a
