@@ -246,27 +246,33 @@ def load(name: str, *, path: str | Path | None = None, allow_unverified: bool = 
 
 
 def validate_counts(adata, layer: str | None = "counts") -> None:
-    """Check that an AnnData holds non-negative integer counts in ``layer`` (``None``: ``.X``).
+    """Check that an AnnData holds finite, non-negative integer counts in ``layer`` (``None``: ``.X``).
 
     Raises
     ------
     ValueError
-        Naming the missing layer, negative or non-integer values, and how to fix them.
+        Naming what is wrong (not an AnnData, missing layer, NaN/inf, negative or non-integer
+        values) and how to fix it.
     """
+    import anndata
     import numpy as np
     import scipy.sparse as sp
 
+    if not isinstance(adata, anndata.AnnData):
+        raise ValueError(f"expected an AnnData object, got {type(adata).__name__}")
     if layer is not None and layer not in adata.layers:
         raise ValueError(
-            f"AnnData has no layer {layer!r} (layers: {list(adata.layers)}); "
-            f"store raw counts with adata.layers[{layer!r}] = counts"
+            f"layer {layer!r} not in adata.layers (have {list(adata.layers)}): store raw counts "
+            f"with adata.layers[{layer!r}] = counts, or pass layer=None to use adata.X"
         )
     mat = adata.X if layer is None else adata.layers[layer]
     values = mat.data if sp.issparse(mat) else np.asarray(mat)
     where = ".X" if layer is None else f"layers[{layer!r}]"
-    if values.size and values.min() < 0:
-        raise ValueError(f"{where} has negative values; it must hold raw UMI counts")
-    if values.size and not np.allclose(values, np.round(values)):
+    if not np.isfinite(values).all():
+        raise ValueError(f"{where} contains NaN or inf: pass raw integer UMI counts")
+    bad = (values < 0) | (values != np.round(values))
+    if bad.any():
         raise ValueError(
-            f"{where} has non-integer values (normalised or log data?); it must hold raw counts"
+            f"{where} must hold non-negative integers but found {float(values[bad][0])!r}: pass the raw "
+            "counts layer, not normalised or log-transformed data"
         )

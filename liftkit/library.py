@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from liftkit.data import cache_dir
+from liftkit.utils import atomic_path
 
 #: The 20 amino acids; token ``i`` is ``ALPHABET[i]``.
 ALPHABET = "ACDEFGHIKLMNPQRSTVWY"
@@ -169,13 +170,6 @@ def _olga_models():
     )
 
 
-def cache_dir() -> Path:
-    """``$LIFTKIT_CACHE`` or ``~/.cache/liftkit``."""
-    root = os.environ.get("LIFTKIT_CACHE")
-    path = Path(root) if root else Path.home() / ".cache" / "liftkit"
-    return path
-
-
 def _olga_generate(n: int, seed: int) -> list[str]:
     """Run OLGA for ``n`` productive CDRH3s; OLGA uses NumPy's global RNG, which is restored."""
     generator, _ = _olga_models()
@@ -191,7 +185,8 @@ def _olga_generate(n: int, seed: int) -> list[str]:
 def olga_pool(n: int, seed: int = 0, use_disk: bool = True) -> tuple[str, ...]:
     """``n`` OLGA human_B_heavy CDRH3 sequences for ``seed``, cached in memory and on disk.
 
-    The disk cache is ``<cache_dir>/olga/human_B_heavy_seed{seed}_n{n}.txt``, written atomically
+    The disk cache is ``<liftkit.data.cache_dir()>/olga/human_B_heavy_seed{seed}_n{n}.txt`` (so
+    ``$LIFTKIT_DATA_DIR`` moves it with the datasets), written atomically
     (temp file, then rename), so an interrupted run never leaves a half-written pool. A pool of
     ``n`` is the prefix of any larger pool with the same seed only by accident: pools are keyed by
     ``(n, seed)``.
@@ -204,15 +199,8 @@ def olga_pool(n: int, seed: int = 0, use_disk: bool = True) -> tuple[str, ...]:
             return tuple(seqs)
     seqs = _olga_generate(n, seed)
     if use_disk:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write("\n".join(seqs) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(seqs) + "\n")
     return tuple(seqs)
 
 

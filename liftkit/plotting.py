@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import seaborn as sns
+
+from liftkit.utils import atomic_path
 
 #: Colours used consistently across chapters for the two training methods.
 METHOD_COLORS = {"LIFT": "#1b7837", "conventional": "#762a83", "LIFT (no LeaVS)": "#7fbf7b"}
@@ -45,13 +46,7 @@ def savefig(fig: plt.Figure, name: str, formats: tuple[str, ...] = ("png",)) -> 
     out = []
     for fmt in formats:
         target = figure_dir() / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=f".{fmt}.part")
-        os.close(fd)
-        try:
+        with atomic_path(target, f".{fmt}.part") as tmp:
             fig.savefig(tmp, format=fmt)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         out.append(target)
     return out

@@ -9,12 +9,12 @@ written atomically. Goldens in ``tests/notebooks`` are produced the same way.
 from __future__ import annotations
 
 import ast
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import nbformat
+
+from liftkit.utils import atomic_path
 
 PARAMETERS_TAG = "parameters"
 _VOLATILE_CELL_KEYS = ("papermill", "execution", "ExecuteTime")
@@ -90,15 +90,8 @@ def strip_volatile(nb: nbformat.NotebookNode) -> None:
 def write_notebook(nb: nbformat.NotebookNode, output: str | Path) -> Path:
     """Write ``nb`` atomically: a temporary file in the same folder, then a rename."""
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, suffix=".ipynb.part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            nbformat.write(nb, handle)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(output, ".ipynb.part") as tmp:
+        nbformat.write(nb, str(tmp))
     return output
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,6 +55,25 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             f"device {device!r} requested but CUDA is not available here: use device='cpu' or 'auto'"
         )
     return dev
+
+
+@contextmanager
+def atomic_path(target: str | Path, suffix: str = ".part") -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.
+
+    Readers never see a half-written file: on any error the temporary file is removed and
+    ``target`` is left as it was. Parent folders are created.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def progress_enabled() -> bool:

@@ -117,14 +117,19 @@ def test_validate_counts():
     good = anndata.AnnData(np.ones((3, 2), dtype=np.float32))
     good.layers["counts"] = np.array([[1, 0], [2, 3], [0, 0]], dtype=np.float32)
     data.validate_counts(good)
-    with pytest.raises(ValueError, match="no layer 'raw'"):
+    with pytest.raises(ValueError, match=r"layer 'raw' not in adata.layers"):
         data.validate_counts(good, "raw")
     good.layers["counts"] = good.layers["counts"] + 0.5
-    with pytest.raises(ValueError, match="non-integer"):
+    with pytest.raises(ValueError, match="non-negative integers but found 1.5"):
         data.validate_counts(good)
     good.layers["counts"] = -good.layers["counts"]
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match="non-negative integers but found -1.5"):
         data.validate_counts(good)
+    good.layers["counts"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        data.validate_counts(good)
+    with pytest.raises(ValueError, match="expected an AnnData"):
+        data.validate_counts(good.layers["counts"])
 
 
 def test_environment_yml_matches_pip_route(root):

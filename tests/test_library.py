@@ -43,7 +43,7 @@ def test_encode_rejects_too_long_and_plain_string():
 
 
 def test_olga_pool_is_cached_and_seeded(tmp_path, monkeypatch):
-    monkeypatch.setenv("LIFTKIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("LIFTKIT_DATA_DIR", str(tmp_path))
     olga_pool.cache_clear()
     a = olga_pool(50, seed=3)
     assert (tmp_path / "olga" / "human_B_heavy_seed3_n50.txt").exists()

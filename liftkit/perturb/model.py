@@ -14,34 +14,18 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from liftkit.data import validate_counts
 from liftkit.perturb.module import PerturbVAEModule
 from liftkit.utils import progress, resolve_device, set_seed
 
 
 def read_counts(adata: ad.AnnData, layer: str | None = "counts") -> np.ndarray:
-    """Raw counts as a dense float32 array, after checking they are non-negative integers."""
-    if not isinstance(adata, ad.AnnData):
-        raise ValueError(f"expected an AnnData object, got {type(adata).__name__}")
-    if layer is None:
-        x = adata.X
-    elif layer not in adata.layers:
-        raise ValueError(
-            f"layer {layer!r} not in adata.layers (have {list(adata.layers)}): store raw counts "
-            "there or pass layer=None to use adata.X"
-        )
-    else:
-        x = adata.layers[layer]
+    """Raw counts as a dense float32 array, after :func:`liftkit.data.validate_counts`."""
+    validate_counts(adata, layer)
+    x = adata.X if layer is None else adata.layers[layer]
     x = np.asarray(x.todense() if sp.issparse(x) else x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"counts must be a non-empty cells x genes matrix, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("counts contain NaN or inf: pass raw integer UMI counts")
-    bad = (x < 0) | (x != np.round(x))
-    if bad.any():
-        raise ValueError(
-            f"counts must be non-negative integers but found {x[bad][0]!r}: pass the raw "
-            "counts layer, not normalised or log-transformed data"
-        )
     if (x.sum(1) == 0).any():
         raise ValueError(
             f"{int((x.sum(1) == 0).sum())} cells have zero total counts: filter empty cells "
