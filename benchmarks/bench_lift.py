@@ -18,10 +18,10 @@ import time
 import torch
 
 from liftkit import resolve_device, set_seed
-from liftkit.library import SiteIndependentLibrary
-from liftkit.lift import fit_lift, nb_log_prob, pooled_mean, pooled_mean_loop
-from liftkit.nets import SeqCNN
-from liftkit.screen import simulate_screen
+from liftkit.lift.library import SiteIndependentLibrary
+from liftkit.lift.nets import SeqCNN
+from liftkit.lift.screen import simulate_screen
+from liftkit.lift.train import fit_lift, nb_log_prob, pooled_mean, pooled_mean_loop
 
 
 def peak_rss_mb() -> float:

@@ -1,4 +1,4 @@
-"""Seeding and device resolution shared by every module."""
+"""Seeding, device resolution, atomic writes, progress bars and the repository root."""
 
 from __future__ import annotations
 
@@ -91,3 +91,46 @@ def progress(iterable=None, **kwargs):
     kwargs.setdefault("disable", not progress_enabled())
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
+
+
+_ENV_ROOT = "LIFTKIT_ROOT"
+_MARKERS = ("_toc.yml", "data_manifest.yaml")
+
+
+def _is_repo(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in _MARKERS)
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The liftkit repository this code runs in: the folder holding ``_toc.yml`` and
+    ``data_manifest.yaml``.
+
+    Looked for in ``$LIFTKIT_ROOT`` if set, else in ``start`` (default: the working directory)
+    and its parents, else beside the package (an editable install). Chapters run in ``book/``
+    and nbval in ``tests/notebooks/``, so the upward search finds the checkout from both.
+
+    Raises
+    ------
+    FileNotFoundError
+        When no such folder is found (liftkit installed without a checkout), naming the fix.
+
+    Examples
+    --------
+    >>> (repo_root() / "_toc.yml").is_file()  # doctest: +SKIP
+    True
+    """
+    env = os.environ.get(_ENV_ROOT)
+    if env:
+        if not _is_repo(Path(env)):
+            raise FileNotFoundError(
+                f"${_ENV_ROOT}={env} has no {' and '.join(_MARKERS)}: point it at a liftkit checkout"
+            )
+        return Path(env).resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents, Path(__file__).resolve().parents[1]):
+        if _is_repo(folder):
+            return folder
+    raise FileNotFoundError(
+        f"no liftkit repository (a folder with {' and '.join(_MARKERS)}) at or above {here}: "
+        f"run from a checkout of the liftkit repository, or set {_ENV_ROOT} to one"
+    )

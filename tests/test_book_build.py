@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from liftkit.book import build_book
+from liftkit.companion.build import build_book
 from tests.conftest import write_chapter
 
 

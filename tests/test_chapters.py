@@ -2,8 +2,8 @@
 
 import pytest
 
-from liftkit.goldens import GOLDEN_PARAMETERS, toc_chapters, toc_pages
-from liftkit.runner import chapter_parameters, read_chapter, run_chapter
+from liftkit.companion.goldens import GOLDEN_PARAMETERS, toc_chapters, toc_pages
+from liftkit.companion.runner import chapter_parameters, read_chapter, run_chapter
 
 CHAPTERS = toc_chapters()
 

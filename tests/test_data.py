@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from liftkit import data
+from liftkit.data import manifest
 
 PAYLOAD = b"liftkit test payload\n" * 100
 
@@ -45,7 +46,7 @@ def test_repository_manifest_is_valid_and_generators_import(root):
     assert "toy_pooled_screen" in entries
     for entry in entries.values():
         if entry.kind == "synthetic":
-            assert callable(data._import_generator(entry.generator))
+            assert callable(manifest._import_generator(entry.generator))
     table = data.list_datasets(root / "data_manifest.yaml")
     assert list(table["name"]) == list(entries)
 

@@ -3,8 +3,8 @@
 import nbformat
 import pytest
 
-from liftkit.goldens import GOLDEN_PARAMETERS, golden_path, toc_chapters
-from liftkit.runner import read_chapter
+from liftkit.companion.goldens import GOLDEN_PARAMETERS, golden_path, toc_chapters
+from liftkit.companion.runner import read_chapter
 
 CHAPTERS = toc_chapters()
 

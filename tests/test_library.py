@@ -1,10 +1,10 @@
-"""Tests of liftkit.library: encoding, the OLGA pool, the site-independent synthesis model."""
+"""Tests of liftkit.lift.library: encoding, the OLGA pool, the site-independent synthesis model."""
 
 import numpy as np
 import pytest
 import torch
 
-from liftkit.library import (
+from liftkit.lift.library import (
     ALPHABET,
     PAD,
     CDRH3Library,

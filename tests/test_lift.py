@@ -1,4 +1,4 @@
-"""Tests of liftkit.lift and liftkit.nets (LIFT eq. 6, App. C-D) and metrics.pr_auc."""
+"""Tests of liftkit.lift and liftkit.lift.nets (LIFT eq. 6, App. C-D) and metrics.pr_auc."""
 
 import math
 
@@ -7,8 +7,11 @@ import pytest
 import torch
 from scipy import stats
 
-from liftkit.library import EmpiricalLibrary, SiteIndependentLibrary
-from liftkit.lift import (
+from liftkit.lift.library import EmpiricalLibrary, SiteIndependentLibrary
+from liftkit.lift.nets import SeqCNN
+from liftkit.lift.oracle import pattern_matrix
+from liftkit.lift.screen import simulate_screen
+from liftkit.lift.train import (
     evaluate,
     fit_conventional,
     fit_lift,
@@ -22,9 +25,6 @@ from liftkit.lift import (
     single_leavs_log_p0,
 )
 from liftkit.metrics import pr_auc
-from liftkit.nets import SeqCNN
-from liftkit.oracle import pattern_matrix
-from liftkit.screen import simulate_screen
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_small_lift_training_learns_motifs(site_lib, one_thread):
 
 def test_experiment_machinery_with_other_motifs(site_lib):
     """The motif set is a parameter of the whole experiment (oracle, screen, test labels)."""
-    from liftkit.lift import moi_experiment
+    from liftkit.lift.train import moi_experiment
 
     patterns = [(4, ("G",)), (7, ("Y", "W"))]
     out = moi_experiment(site_lib, mois=[2.0], n_cells=150, replicates=1,

@@ -1,11 +1,11 @@
-"""Tests of liftkit.oracle (LIFT App. C ground truth)."""
+"""Tests of liftkit.lift.oracle (LIFT App. C ground truth)."""
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from liftkit.oracle import motif_strength, pattern_matrix, sample_activity
+from liftkit.lift.oracle import motif_strength, pattern_matrix, sample_activity
 
 
 def test_patterns_zero_indexed():

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from liftkit.cli import main
-from liftkit.runner import chapter_parameters, read_chapter, run_chapter
+from liftkit.companion.cli import main
+from liftkit.companion.runner import chapter_parameters, read_chapter, run_chapter
 from tests.conftest import write_chapter
 
 
@@ -57,5 +57,5 @@ def test_cli_one_line_errors(tiny, capsys):
 
 
 def test_cli_is_installed_console_script():
-    out = subprocess.run([sys.executable, "-m", "liftkit.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "liftkit.companion.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "run" in out.stdout

@@ -1,4 +1,4 @@
-"""Tests of liftkit.screen: the pooled screen simulator (LIFT eq. 5, App. C) and its CSR store."""
+"""Tests of liftkit.lift.screen: the pooled screen simulator (LIFT eq. 5, App. C) and its CSR store."""
 
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from liftkit.library import EmpiricalLibrary, SiteIndependentLibrary
-from liftkit.oracle import motif_strength
-from liftkit.screen import Screen, simulate_screen, sorted_fraction_exact
+from liftkit.lift.library import EmpiricalLibrary, SiteIndependentLibrary
+from liftkit.lift.oracle import motif_strength
+from liftkit.lift.screen import Screen, simulate_screen, sorted_fraction_exact
 
 # a toy library: 4 sequences, one carrying a pattern (x[3] = P)
 TOY = EmpiricalLibrary(["CARPAW", "CARAAW", "CAKAAW", "CARGW"], weights=[1, 3, 3, 3])

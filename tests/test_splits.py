@@ -1,4 +1,4 @@
-"""Tests of liftkit.splits (LIFT App. E): component split, ZTP MOI estimate, MOI subsampling."""
+"""Tests of liftkit.lift.splits (LIFT App. E): component split, ZTP MOI estimate, MOI subsampling."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from scipy import stats
 
-from liftkit.library import EmpiricalLibrary
-from liftkit.screen import Screen
-from liftkit.splits import (
+from liftkit.lift.library import EmpiricalLibrary
+from liftkit.lift.screen import Screen
+from liftkit.lift.splits import (
     ClonePool,
     component_sizes,
     component_split,

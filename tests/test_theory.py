@@ -1,4 +1,4 @@
-"""Tests of liftkit.theory: coherence (LIFT Def 5.3, Prop 5.5), Prop 5.2 and LeaVS (App. D)."""
+"""Tests of liftkit.lift.theory: coherence (LIFT Def 5.3, Prop 5.5), Prop 5.2 and LeaVS (App. D)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from liftkit import theory
+from liftkit.lift import theory
 
 
 @pytest.mark.parametrize("K", [1, 7, 100, 10_000])

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import liftkit
-from liftkit.chapter import configure
+from liftkit.companion.profiles import configure
 from liftkit.plotting import savefig
 from liftkit.utils import progress_enabled
 

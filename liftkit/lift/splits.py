@@ -6,7 +6,7 @@
 * :func:`subsample_to_moi`: a lower-MOI training set drawn from a higher-MOI one, following the
   zero-truncated Poisson composition at the target MOI.
 
-Everything works on the :class:`liftkit.screen.Screen` CSR contract (``cell_ptr``, ``seq_idx``,
+Everything works on the :class:`liftkit.lift.screen.Screen` CSR contract (``cell_ptr``, ``seq_idx``,
 ``y``, ``n0``, ``n_cells``, ``moi``; ``subset``, ``seqs_per_cell``).
 """
 
@@ -22,8 +22,8 @@ import torch
 from scipy import optimize, sparse
 from scipy.sparse import csgraph
 
-from liftkit.library import SequenceLibrary
-from liftkit.screen import Screen
+from liftkit.lift.library import SequenceLibrary
+from liftkit.lift.screen import Screen
 
 __all__ = [
     "ClonePool",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from liftkit.runner import parse_value, run_chapter
+    from liftkit.companion.runner import parse_value, run_chapter
 
     params = {name: parse_value(value) for name, value in args.parameter}
     output = Path(args.output) if args.output else Path("runs") / f"{Path(args.chapter).stem}.ipynb"
@@ -18,7 +18,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from liftkit.book import build_book
+    from liftkit.companion.build import build_book
 
     return build_book(args.root)
 
@@ -39,7 +39,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_regold(args: argparse.Namespace) -> int:
-    from liftkit.goldens import regold
+    from liftkit.companion.goldens import regold
 
     for path in regold(args.chapters):
         print(f"wrote {path}")

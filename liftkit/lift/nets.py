@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from liftkit.library import PAD
+from liftkit.lift.library import PAD
 
 
 class SeqCNN(nn.Module):

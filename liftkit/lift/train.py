@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from liftkit.library import PAD, CDRH3Library, SequenceLibrary
+from liftkit.lift.library import PAD, CDRH3Library, SequenceLibrary
+from liftkit.lift.nets import SeqCNN
+from liftkit.lift.oracle import DEFAULT_PATTERNS, PHI, motif_strength, sample_activity
+from liftkit.lift.screen import Screen, gather_entries, simulate_screen
 from liftkit.metrics import pr_auc
-from liftkit.nets import SeqCNN
-from liftkit.oracle import DEFAULT_PATTERNS, PHI, motif_strength, sample_activity
-from liftkit.screen import Screen, gather_entries, simulate_screen
 from liftkit.utils import progress, resolve_device
 
 # ---------------------------------------------------------------------------------------------
@@ -448,7 +448,7 @@ def fit_lift(screen: Screen, library: SequenceLibrary, **kw) -> FitResult:
         Weight of the explicit functional L1 penalty (eq. 3, 7), per screened cell:
         gamma = l1 * n_cells. Default 0 (LeaVS already regularises, eq. 37-39).
     net, net_kw
-        A :class:`~liftkit.nets.SeqCNN` to train, or keyword arguments to build one.
+        A :class:`~liftkit.lift.nets.SeqCNN` to train, or keyword arguments to build one.
     steps, batch_size, lr
         Adam steps, cells per minibatch, learning rate.
     n_mc, mc_pool, leavs_estimator
@@ -585,7 +585,7 @@ def moi_experiment(
     cells is fixed across MOIs, as in the paper), each method in ``methods`` (keys of
     :data:`METHODS`) is trained on it, and scored by PR AUC on one held-out test set of
     ``n_test`` single sequences (label y > 10), shared by every MOI and replicate (for a pooled
-    :class:`~liftkit.library.CDRH3Library` it comes from an independent OLGA pool).
+    :class:`~liftkit.lift.library.CDRH3Library` it comes from an independent OLGA pool).
 
     Returns
     -------

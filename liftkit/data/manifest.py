@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from liftkit.utils import repo_root
+
 KINDS = ("synthetic", "remote")
 FORMATS = ("anndata", "h5ad", "screen", "arrays", "csv")
 REQUIRED = ("name", "kind", "format", "description", "license", "citation")
@@ -44,9 +46,9 @@ class DatasetEntry:
 
 
 def manifest_path() -> Path:
-    """``$LIFTKIT_MANIFEST`` if set, else the repository's ``data_manifest.yaml``."""
+    """``$LIFTKIT_MANIFEST`` if set, else the ``data_manifest.yaml`` of :func:`~liftkit.utils.repo_root`."""
     env = os.environ.get(_ENV_MANIFEST)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data_manifest.yaml"
+    return Path(env) if env else repo_root() / "data_manifest.yaml"
 
 
 def cache_dir() -> Path:

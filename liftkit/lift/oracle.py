@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from liftkit.library import PAD, encode
+from liftkit.lift.library import PAD, encode
 
 #: (start position, allowed strings) for each pattern, zero-indexed (LIFT App. C).
 DEFAULT_PATTERNS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -29,7 +29,7 @@ PHI = 2.28
 def _as_tokens(seqs: Sequence[str] | torch.Tensor) -> torch.Tensor:
     if isinstance(seqs, torch.Tensor):
         if seqs.dtype != torch.long or seqs.dim() != 2:
-            raise ValueError("tokens must be a 2-D LongTensor (n, L): use liftkit.library.encode")
+            raise ValueError("tokens must be a 2-D LongTensor (n, L): use liftkit.lift.library.encode")
         return seqs
     return encode(list(seqs))
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from liftkit.library import SequenceLibrary
-from liftkit.oracle import DEFAULT_PATTERNS, PHI, motif_strength, sample_activity
+from liftkit.lift.library import SequenceLibrary
+from liftkit.lift.oracle import DEFAULT_PATTERNS, PHI, motif_strength, sample_activity
 
 
 @dataclass
@@ -166,7 +166,7 @@ def simulate_screen(
     moi
         Poisson mean of the number of sequences per cell (eq. 5). Must be > 0.
     s0, mult, patterns, compound, phi
-        The oracle (see :func:`liftkit.oracle.motif_strength`); ``phi`` is the NB dispersion.
+        The oracle (see :func:`liftkit.lift.oracle.motif_strength`); ``phi`` is the NB dispersion.
     threshold
         Cells with ``y > threshold`` are sorted and sequenced; lost from the paper (S: 0, i.e.
         "hits are non-zero counts", as in LeaVS).

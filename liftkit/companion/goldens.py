@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = ROOT / "tests" / "notebooks"
+from liftkit.utils import repo_root
+
+GOLDEN_DIR = Path("tests") / "notebooks"  # relative to the repository root
 GOLDEN_PARAMETERS = {"profile": "smoke"}
 
 
@@ -33,8 +34,9 @@ def _toc_files(node) -> list[str]:
     return files
 
 
-def toc_pages(root: Path = ROOT) -> list[Path]:
+def toc_pages(root: Path | None = None) -> list[Path]:
     """Every page of ``_toc.yml`` (root first), as paths to existing ``.md`` files."""
+    root = repo_root() if root is None else Path(root)
     toc = yaml.safe_load((root / "_toc.yml").read_text())
     pages = []
     for entry in dict.fromkeys(_toc_files(toc)):
@@ -50,13 +52,14 @@ def has_code(page: Path) -> bool:
     return "```{code-cell}" in page.read_text()
 
 
-def toc_chapters(root: Path = ROOT) -> list[Path]:
+def toc_chapters(root: Path | None = None) -> list[Path]:
     """The executable chapters of the table of contents, in book order."""
     return [p for p in toc_pages(root) if has_code(p)]
 
 
-def golden_path(chapter: Path) -> Path:
-    return GOLDEN_DIR / f"{Path(chapter).stem}.ipynb"
+def golden_path(chapter: Path, root: Path | None = None) -> Path:
+    """``tests/notebooks/<stem>.ipynb`` of the repository (the chapter's golden notebook)."""
+    return (repo_root() if root is None else Path(root)) / GOLDEN_DIR / f"{Path(chapter).stem}.ipynb"
 
 
 def regold(names: list[str] | None = None) -> list[Path]:
@@ -65,7 +68,7 @@ def regold(names: list[str] | None = None) -> list[Path]:
     ``names`` selects chapters by file stem (default: all of them). Runs single-threaded so the
     goldens are bit-reproducible.
     """
-    from liftkit.runner import run_chapter
+    from liftkit.companion.runner import run_chapter
 
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["LIFTKIT_PROGRESS"] = "0"
