@@ -21,7 +21,8 @@ from liftkit import resolve_device, set_seed
 from liftkit.lift.library import SiteIndependentLibrary
 from liftkit.lift.nets import SeqCNN
 from liftkit.lift.screen import simulate_screen
-from liftkit.lift.train import fit_lift, nb_log_prob, pooled_mean, pooled_mean_loop
+from liftkit.lift.train import fit_lift, pooled_mean, pooled_mean_loop
+from liftkit.stats import nb_log_prob
 
 
 def peak_rss_mb() -> float:

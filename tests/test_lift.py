@@ -17,14 +17,13 @@ from liftkit.lift.train import (
     fit_lift,
     leavs_log_p0,
     make_test_set,
-    nb_log_cdf,
-    nb_log_prob,
     pooled_mean,
     pooled_mean_loop,
     predict,
     single_leavs_log_p0,
 )
 from liftkit.metrics import pr_auc
+from liftkit.stats import nb_log_cdf, nb_log_prob
 
 
 @pytest.fixture(scope="module")

@@ -36,30 +36,12 @@ from liftkit.lift.nets import SeqCNN
 from liftkit.lift.oracle import DEFAULT_PATTERNS, PHI, motif_strength, sample_activity
 from liftkit.lift.screen import Screen, gather_entries, simulate_screen
 from liftkit.metrics import pr_auc
+from liftkit.stats import nb_log_cdf, nb_log_prob
 from liftkit.utils import progress, resolve_device
 
 # ---------------------------------------------------------------------------------------------
 # Likelihood pieces
 # ---------------------------------------------------------------------------------------------
-
-
-def nb_log_prob(y: torch.Tensor, mean: torch.Tensor, phi: torch.Tensor | float) -> torch.Tensor:
-    """log NB(y | mean, phi) with variance mean + mean^2 / phi (LIFT eq. 6, NB2).
-
-    Uses ``torch.distributions.NegativeBinomial`` with ``total_count = phi`` and
-    ``logits = log(mean / phi)``.
-    """
-    phi = torch.as_tensor(phi, dtype=mean.dtype, device=mean.device)
-    logits = torch.log(mean.clamp_min(1e-10)) - torch.log(phi)
-    dist = torch.distributions.NegativeBinomial(total_count=phi, logits=logits, validate_args=False)
-    return dist.log_prob(y)
-
-
-def nb_log_cdf(tau: float, mean: torch.Tensor, phi: torch.Tensor | float) -> torch.Tensor:
-    """log P(y <= tau) under NB(mean, phi), summed over the integers 0..floor(tau)."""
-    ks = torch.arange(int(math.floor(tau)) + 1, device=mean.device, dtype=mean.dtype)
-    lp = nb_log_prob(ks[:, None], mean[None, :], phi)
-    return torch.logsumexp(lp, dim=0)
 
 
 def leavs_log_p0(

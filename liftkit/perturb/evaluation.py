@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from liftkit.perturb.module import PerturbVAEModule, nb_const
+from liftkit.perturb.module import PerturbVAEModule
+from liftkit.stats import nb_log_prob_const
 
 
 def _chunks(total: int, size: int):
@@ -68,7 +69,7 @@ def iwelbo(
     out = torch.empty(n, device=x.device)
     for c0, c1 in _chunks(n, cell_chunk):
         xb, db = x[c0:c1], d[c0:c1]
-        const = nb_const(xb, module.log_theta)
+        const = nb_log_prob_const(xb, module.log_theta)
         part_chunk = max(1, min(n_particles, max_elements // ((c1 - c0) * g)))
         acc = torch.full((c1 - c0,), -math.inf, device=x.device)
         for p0, p1 in _chunks(n_particles, part_chunk):

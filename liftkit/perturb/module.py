@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from liftkit.stats import nb_log_prob_const
+
 KINDS = ("sams", "cpa", "cvae", "svae+")
 GUIDES = ("mf", "corr_basal", "corr_emb", "corr")
 MASK_PRIORS = ("bernoulli", "beta")
@@ -56,44 +58,6 @@ class ResMLP(nn.Module):
         for block in self.blocks:
             h = h + F.leaky_relu(block(h))
         return self.out(h)
-
-
-def nb_log_prob(
-    x: torch.Tensor,
-    log_mu: torch.Tensor,
-    log_theta: torch.Tensor,
-    const: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Negative-binomial (gamma-Poisson) log-likelihood summed over genes (SAMS-VAE sec. 2.2).
-
-    ``log p(x | mu, theta) = lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)
-    + theta log theta + x log mu - (x + theta) log(theta + mu)``, the same density as
-    ``torch.distributions.NegativeBinomial(theta, logits=log mu - log theta)`` (tested against it
-    and scipy). Written out because the ``lgamma`` part depends only on ``(x, theta)``, not on the
-    particle: :func:`nb_const` computes it once per minibatch and it broadcasts over particles.
-
-    Parameters
-    ----------
-    x
-        Counts ``[B, G]``.
-    log_mu
-        Log means ``[..., B, G]`` (leading particle dims broadcast).
-    log_theta
-        Log inverse dispersion ``[G]``.
-    const
-        ``nb_const(x, log_theta)`` if already computed, ``[B]``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[..., B]`` log-likelihood per cell.
-    """
-    theta = log_theta.exp()
-    if const is None:
-        const = nb_const(x, log_theta)
-    log_theta_mu = torch.logaddexp(log_theta, log_mu)
-    per_gene = x * log_mu - (x + theta) * log_theta_mu
-    return per_gene.sum(-1) + const
 
 
 class _NBSoftmaxLogLik(torch.autograd.Function):
@@ -147,23 +111,15 @@ def nb_softmax_log_prob(
     log_theta: torch.Tensor,
     const: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`nb_log_prob` at ``mu = l softmax(logits)`` (SAMS-VAE sec. 2.2), fused for speed.
+    """:func:`nb_log_prob_log_space` at ``mu = l softmax(logits)`` (SAMS-VAE sec. 2.2), fused for speed.
 
     ``logits`` ``[..., B, G]``, counts ``x`` ``[B, G]``, ``log_lib`` ``[B, 1]``, ``log_theta``
-    ``[G]``; returns ``[..., B]``. Equal to ``nb_log_prob(x, log_softmax(logits) + log_lib,
+    ``[G]``; returns ``[..., B]``. Equal to ``nb_log_prob_log_space(x, log_softmax(logits) + log_lib,
     log_theta)`` in value and gradient (tested).
     """
     if const is None:
-        const = nb_const(x, log_theta)
+        const = nb_log_prob_const(x, log_theta)
     return _NBSoftmaxLogLik.apply(logits, x, log_lib, log_theta) + const
-
-
-def nb_const(x: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
-    """Particle-independent part of :func:`nb_log_prob`, summed over genes: ``[B]``."""
-    theta = log_theta.exp()
-    return (
-        torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1) + theta * log_theta
-    ).sum(-1)
 
 
 def normal_log_prob(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
