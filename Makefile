@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/liftkit build .
+	$(BIN)/liftkit build
 	@echo "book: open _build/html/index.html"
 
 test: lint unit nbval

@@ -1,8 +1,9 @@
 """Benchmark: LIFT training throughput (sequences/s, cells/s) at MOI 1 and 10.
 
 Compares, in the same run and on the same network and minibatches, the vectorised pooled
-forward/backward of :func:`liftkit.lift.pooled_mean` (flatten, dedupe, one network call,
-``index_add``) with a straightforward per-cell loop (:func:`liftkit.lift.pooled_mean_loop`),
+forward/backward of :func:`liftkit.lift.objectives.pooled_mean` (flatten, dedupe, one network
+call, ``index_add``) with a straightforward per-cell loop
+(:func:`liftkit.lift.objectives.pooled_mean_loop`),
 and reports peak memory (resident set size). Prints a table; not a test.
 
     .venv/bin/python benchmarks/bench_lift.py [--steps 30] [--device auto]
@@ -20,8 +21,9 @@ import torch
 from liftkit import resolve_device, set_seed
 from liftkit.lift.library import SiteIndependentLibrary
 from liftkit.lift.nets import SeqCNN
+from liftkit.lift.objectives import pooled_mean, pooled_mean_loop
 from liftkit.lift.screen import simulate_screen
-from liftkit.lift.train import fit_lift, pooled_mean, pooled_mean_loop
+from liftkit.lift.train import fit_lift
 from liftkit.stats import nb_log_prob
 
 

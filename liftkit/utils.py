@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from tqdm import tqdm as tqdm_type
+
+T = TypeVar("T")
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -21,6 +27,18 @@ def set_seed(seed: int) -> torch.Generator:
     seed
         Any non-negative integer. The same seed gives the same numbers on CPU; for
         bit-identical goldens also set ``OMP_NUM_THREADS=1``.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` is not a non-negative integer.
+
+    Examples
+    --------
+    >>> gen = set_seed(0)
+    >>> a = torch.rand(2, generator=gen)
+    >>> torch.equal(a, torch.rand(2, generator=set_seed(0)))
+    True
     """
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -38,6 +56,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     ------
     ValueError
         If the name is not a torch device, or CUDA is asked for on a machine without it.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("auto").type in ("cpu", "cuda")
+    True
     """
     if isinstance(device, torch.device):
         dev = device
@@ -52,7 +77,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             ) from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
-            f"device {device!r} requested but CUDA is not available here: use device='cpu' or 'auto'"
+            f"device {device!r} requested but CUDA is not available here: "
+            "use device='cpu' or 'auto'"
         )
     return dev
 
@@ -63,6 +89,15 @@ def atomic_path(target: str | Path, suffix: str = ".part") -> Iterator[Path]:
 
     Readers never see a half-written file: on any error the temporary file is removed and
     ``target`` is left as it was. Parent folders are created.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -77,60 +112,113 @@ def atomic_path(target: str | Path, suffix: str = ".part") -> Iterator[Path]:
 
 
 def progress_enabled() -> bool:
-    """Progress bars are on unless ``LIFTKIT_PROGRESS=0`` or running under CI (``CI`` set)."""
+    """Progress bars are on unless ``LIFTKIT_PROGRESS=0`` or running under CI (``CI`` set).
+
+    Examples
+    --------
+    >>> isinstance(progress_enabled(), bool)
+    True
+    """
     flag = os.environ.get("LIFTKIT_PROGRESS")
     if flag is not None:
         return flag not in ("0", "false", "False", "")
     return not os.environ.get("CI")
 
 
-def progress(iterable=None, **kwargs):
-    """``tqdm.auto.tqdm`` that honours :func:`progress_enabled` (off in CI and nbval runs)."""
-    from tqdm.auto import tqdm
+def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm_type[T]:
+    """A tqdm progress bar that honours :func:`progress_enabled` (off in CI and nbval runs).
+
+    The notebook widget bar when ipywidgets is installed, else the text bar: importing
+    ``tqdm.auto`` without ipywidgets prints a warning (with a local path) into the notebook.
+
+    Examples
+    --------
+    >>> sum(progress(range(3), desc="demo"))
+    3
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
 
     kwargs.setdefault("disable", not progress_enabled())
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
 
 
-_ENV_ROOT = "LIFTKIT_ROOT"
-_MARKERS = ("_toc.yml", "data_manifest.yaml")
+ENV_ROOT = "LIFTKIT_ROOT"
+#: Files that mark the top folder of a liftkit checkout.
+ROOT_MARKERS = ("_toc.yml", "data_manifest.yaml")
+#: The folder holding the ``liftkit`` package: the checkout itself for an editable install.
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 
-def _is_repo(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in _MARKERS)
+def is_repo_root(folder: str | Path) -> bool:
+    """True when ``folder`` holds every file of :data:`ROOT_MARKERS`.
+
+    Examples
+    --------
+    >>> is_repo_root("/")
+    False
+    """
+    return all((Path(folder) / name).is_file() for name in ROOT_MARKERS)
 
 
-def repo_root(start: str | Path | None = None) -> Path:
+def repo_root(
+    start: str | Path | None = None, *, fallback: str | Path | None = PACKAGE_PARENT
+) -> Path:
     """The liftkit repository this code runs in: the folder holding ``_toc.yml`` and
     ``data_manifest.yaml``.
 
     Looked for in ``$LIFTKIT_ROOT`` if set, else in ``start`` (default: the working directory)
-    and its parents, else beside the package (an editable install). Chapters run in ``book/``
-    and nbval in ``tests/notebooks/``, so the upward search finds the checkout from both.
+    and its parents, else in ``fallback`` (default: the folder holding the package, which is the
+    checkout for an editable install). Chapters run in ``book/`` and nbval in
+    ``tests/notebooks/``, so the upward search finds the checkout from both.
+
+    Parameters
+    ----------
+    start
+        Where the upward search begins (default: the working directory).
+    fallback
+        The folder tried last; ``None`` tries none.
+
+    Returns
+    -------
+    Path
+        The repository's top folder, resolved.
 
     Raises
     ------
     FileNotFoundError
-        When no such folder is found (liftkit installed without a checkout), naming the fix.
+        When ``$LIFTKIT_ROOT`` is not a checkout, or no checkout is found (liftkit installed
+        without one); the message names the fix.
 
     Examples
     --------
     >>> (repo_root() / "_toc.yml").is_file()  # doctest: +SKIP
     True
+    >>> repo_root("book") == repo_root()  # doctest: +SKIP
+    True
     """
-    env = os.environ.get(_ENV_ROOT)
+    markers = " and ".join(ROOT_MARKERS)
+    env = os.environ.get(ENV_ROOT)
     if env:
-        if not _is_repo(Path(env)):
+        if not is_repo_root(env):
             raise FileNotFoundError(
-                f"${_ENV_ROOT}={env} has no {' and '.join(_MARKERS)}: point it at a liftkit checkout"
+                f"${ENV_ROOT}={env} has no {markers}: point {ENV_ROOT} at a liftkit checkout, "
+                "or unset it to search from the working directory"
             )
         return Path(env).resolve()
     here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents, Path(__file__).resolve().parents[1]):
-        if _is_repo(folder):
+    candidates = [here, *here.parents]
+    if fallback is not None:
+        candidates.append(Path(fallback).resolve())
+    for folder in candidates:
+        if is_repo_root(folder):
             return folder
     raise FileNotFoundError(
-        f"no liftkit repository (a folder with {' and '.join(_MARKERS)}) at or above {here}: "
-        f"run from a checkout of the liftkit repository, or set {_ENV_ROOT} to one"
+        f"no liftkit repository (a folder with {markers}) at or above {here}: "
+        f"run from a checkout of the liftkit repository, or set {ENV_ROOT} to one"
     )

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from liftkit import data
-from liftkit.data import manifest
+from liftkit.data.loaders import import_generator
 
 PAYLOAD = b"liftkit test payload\n" * 100
 
@@ -46,7 +46,7 @@ def test_repository_manifest_is_valid_and_generators_import(root):
     assert "toy_pooled_screen" in entries
     for entry in entries.values():
         if entry.kind == "synthetic":
-            assert callable(manifest._import_generator(entry.generator))
+            assert callable(import_generator(entry.generator))
     table = data.list_datasets(root / "data_manifest.yaml")
     assert list(table["name"]) == list(entries)
 
@@ -62,6 +62,13 @@ def test_synthetic_load_with_overrides(root):
     # Poisson(MOI) variants per cell: mean within 4 standard errors of MOI.
     per_cell = np.asarray(screen.counts.sum(axis=1)).ravel()
     assert abs(per_cell.mean() - 2.0) < 4 * np.sqrt(2.0 / 400)
+
+
+def test_generator_specs_of_both_papers_import():
+    assert import_generator("liftkit.lift.toy:toy_pooled_screen").__name__ == "toy_pooled_screen"
+    assert callable(import_generator("liftkit.perturb.simulate:simulate_perturb_seq"))
+    with pytest.raises(ValueError, match="fix the manifest entry"):
+        import_generator("liftkit.lift.toy:no_such_function")
 
 
 def test_manifest_field_errors(tmp_path):
@@ -84,6 +91,17 @@ def test_fetch_verifies_and_caches(tmp_path, server, monkeypatch):
     # Cached: works with the server's file gone.
     (folder / "file.csv").unlink()
     assert data.fetch("tiny", path=manifest).exists()
+
+
+def test_fetch_tries_mirrors_in_order(tmp_path, server, monkeypatch):
+    url, folder = server
+    monkeypatch.setenv("LIFTKIT_DATA_DIR", str(tmp_path / "cache"))
+    sha = hashlib.sha256((folder / "file.csv").read_bytes()).hexdigest()
+    entry = remote("http://127.0.0.1:9/file.csv", sha)  # a dead mirror first
+    entry["urls"].append(f"{url}/file.csv")
+    assert data.fetch("tiny", path=write_manifest(tmp_path, [entry])).read_bytes() == (
+        folder / "file.csv"
+    ).read_bytes()
 
 
 def test_fetch_checksum_mismatch_leaves_nothing(tmp_path, server, monkeypatch):

@@ -1,4 +1,5 @@
-"""Tests of liftkit.lift and liftkit.lift.nets (LIFT eq. 6, App. C-D) and metrics.pr_auc."""
+"""Tests of liftkit.lift objectives, training loop and experiment (LIFT eq. 6, 36, App. C-D),
+liftkit.lift.nets and metrics.pr_auc."""
 
 import math
 
@@ -7,21 +8,20 @@ import pytest
 import torch
 from scipy import stats
 
+from liftkit.lift.experiment import evaluate, make_test_set, moi_experiment, predict
 from liftkit.lift.library import EmpiricalLibrary, SiteIndependentLibrary
 from liftkit.lift.nets import SeqCNN
-from liftkit.lift.oracle import pattern_matrix
-from liftkit.lift.screen import simulate_screen
-from liftkit.lift.train import (
-    evaluate,
-    fit_conventional,
-    fit_lift,
+from liftkit.lift.objectives import (
+    Objective,
+    StepLoss,
     leavs_log_p0,
-    make_test_set,
     pooled_mean,
     pooled_mean_loop,
-    predict,
     single_leavs_log_p0,
 )
+from liftkit.lift.oracle import Oracle, pattern_matrix
+from liftkit.lift.screen import simulate_screen
+from liftkit.lift.train import fit_conventional, fit_lift, train
 from liftkit.metrics import pr_auc
 from liftkit.stats import nb_log_cdf, nb_log_prob
 
@@ -108,7 +108,7 @@ def test_pr_auc():
 
 
 def test_bad_input(site_lib):
-    scr = simulate_screen(site_lib, 200, 1.0, s0=0.001, mult=1.0,
+    scr = simulate_screen(site_lib, 200, 1.0, oracle=Oracle(s0=0.001, mult=1.0),
                           generator=torch.Generator().manual_seed(0))
     empty = scr.subset(torch.tensor([], dtype=torch.long))
     with pytest.raises(ValueError, match="sequenced cells"):
@@ -152,13 +152,11 @@ def test_small_lift_training_learns_motifs(site_lib, one_thread):
 
 def test_experiment_machinery_with_other_motifs(site_lib):
     """The motif set is a parameter of the whole experiment (oracle, screen, test labels)."""
-    from liftkit.lift.train import moi_experiment
-
     patterns = [(4, ("G",)), (7, ("Y", "W"))]
     out = moi_experiment(site_lib, mois=[2.0], n_cells=150, replicates=1,
-                         methods=("LIFT", "conventional", "LIFT (no LeaVS)"), patterns=patterns,
-                         s0=0.5, n_test=2000, fit_kw=dict(steps=3, batch_size=16), seed=1,
-                         device="cpu")
+                         methods=("LIFT", "conventional", "LIFT (no LeaVS)"),
+                         oracle=Oracle(patterns=patterns, s0=0.5), n_test=2000,
+                         fit_kw=dict(steps=3, batch_size=16), seed=1, device="cpu")
     assert list(out.table.method) == ["LIFT", "conventional", "LIFT (no LeaVS)"]
     assert out.table.pr_auc.between(0, 1).all()
     k = pattern_matrix(out.test.tokens, patterns).sum(1)
@@ -167,3 +165,60 @@ def test_experiment_machinery_with_other_motifs(site_lib):
     assert set(out.curves) == {"LIFT", "conventional", "LIFT (no LeaVS)"}
     with pytest.raises(ValueError, match="unknown methods"):
         moi_experiment(site_lib, methods=("nope",))
+
+
+class _ScriptedObjective(Objective):
+    """Pulls a scalar weight towards 3; its validation values follow a script, so the best
+    step is known in advance."""
+
+    name = "scripted"
+    n_units = 4
+    batch_units = 2
+
+    def __init__(self, script):
+        super().__init__(torch.nn.Linear(1, 1, bias=False), generator=torch.Generator())
+        self.script = list(script)
+        self.weights_at_eval = []
+
+    def loss(self, units):
+        return StepLoss(((self.net.weight - 3.0) ** 2).sum(), len(units), len(units))
+
+    def validation(self):
+        self.weights_at_eval.append(self.net.weight.detach().clone())
+        return self.script[len(self.weights_at_eval) - 1]
+
+
+def test_loop_restores_the_best_weights():
+    obj = _ScriptedObjective([5.0, 2.0, 1.0, 4.0, 6.0, 7.0, 8.0])
+    res = train(obj, steps=100, lr=0.1, eval_every=2, patience=3, show_progress=False)
+    # evaluations at steps 2, 4, 6 (best), 8, 10, 12: three without improvement stop the fit
+    assert res.history["step"] == [2, 4, 6, 8, 10, 12]
+    assert res.best_step == 6 and res.method == "scripted"
+    assert len(obj.weights_at_eval) == 6
+    assert not torch.equal(obj.weights_at_eval[-1], obj.weights_at_eval[2])  # it moved on
+    torch.testing.assert_close(res.net.weight, obj.weights_at_eval[2], rtol=0, atol=0)
+    assert res.sequences_seen == res.cells_seen == 12 * 2
+
+
+def test_loop_without_validation_keeps_the_last_weights():
+    obj = _ScriptedObjective([float("nan")] * 3)
+    res = train(obj, steps=5, lr=0.1, eval_every=2, patience=1, show_progress=False)
+    assert res.history["step"] == [2, 4, 5] and res.best_step == 5
+    torch.testing.assert_close(res.net.weight, obj.weights_at_eval[-1], rtol=0, atol=0)
+
+
+class _FalsyNet(SeqCNN):
+    """A module that is falsy (as containers, or wrappers defining ``__len__``, can be)."""
+
+    def __len__(self):
+        return 0
+
+
+def test_fits_use_a_given_falsy_module(site_lib):
+    scr = simulate_screen(site_lib, 200, 3.0, generator=torch.Generator().manual_seed(0))
+    for fit in (fit_lift, fit_conventional):
+        net = _FalsyNet(max_len=site_lib.max_len, channels=4, hidden=4)
+        assert not net
+        res = fit(scr, site_lib, net=net, steps=2, batch_size=8, n_mc=8, mc_pool=64,
+                  show_progress=False, device="cpu")
+        assert res.net is net  # trained in place, not replaced by a default SeqCNN

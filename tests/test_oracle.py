@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from liftkit.lift.oracle import motif_strength, pattern_matrix, sample_activity
+from liftkit.lift.oracle import PHI, Oracle, motif_strength, pattern_matrix, sample_activity
 
 
 def test_patterns_zero_indexed():
@@ -59,3 +59,25 @@ def test_activity_rejects_bad_input():
         sample_activity(np.array([-1.0]))
     with pytest.raises(ValueError):
         sample_activity(np.array([1.0]), phi=0)
+
+
+def test_oracle_strength_by_hand():
+    oracle = Oracle(patterns=[(1, ("WW",)), (4, ("A", "C"))], s0=0.5, mult=3.0)
+    # "AWWAC": WW at 1 and C at 4 -> 0.5 * 3**2; "AWWAG": WW only -> 0.5 * 3; "GGGGG": none
+    s = oracle.strength(["AWWAC", "AWWAG", "GGGGG"])
+    assert s.tolist() == [4.5, 1.5, 0.5]
+    assert Oracle(patterns=oracle.patterns, s0=0.5, mult=3.0, compound=False).strength(
+        ["AWWAC"]).tolist() == [1.5]
+    assert oracle.pattern_matrix(["AWWAC"]).tolist() == [[True, True]]
+
+
+def test_oracle_is_a_value_and_samples_nb():
+    a = Oracle(patterns=[(3, ["P", "C"])])
+    assert a == Oracle(patterns=((3, ("P", "C")),)) and hash(a) == hash(Oracle(patterns=a.patterns))
+    assert Oracle().phi == PHI and Oracle().strength(["CARPAAAAAW"]).tolist() == [1.0]
+    s = torch.full((1000,), 5.0)
+    np.testing.assert_array_equal(Oracle(phi=3.0).sample(s, rng=1),
+                                  sample_activity(s, phi=3.0, rng=1))
+    for bad in (dict(s0=0.0), dict(mult=-1.0), dict(phi=0.0), dict(patterns=[(1, ("W", "WW"))])):
+        with pytest.raises(ValueError):
+            Oracle(**bad)

@@ -13,10 +13,15 @@ from liftkit.perturb import (
     CPAVAE,
     SAMSVAE,
     ConditionalVAE,
+    PerturbVAE,
     SVAEPlus,
     differential_expression,
+    read_counts,
+    read_dosage,
     simulate_perturb_seq,
 )
+from liftkit.perturb.experiment import TABLE1_ROWS, evaluate_model, fit_model, split_cells
+from liftkit.perturb.setup import Conditions, dosage_rows
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +84,8 @@ def test_bad_anndata_raises_clear_errors(small):
         SAMSVAE(a)
     with pytest.raises(ValueError, match="AnnData"):
         SAMSVAE(np.zeros((3, 3)))
+    with pytest.raises(TypeError, match="base class"):
+        PerturbVAE(small)
     with pytest.raises(ValueError, match="no latent masks"):
         ConditionalVAE(small, n_latent=2, hidden=8).mask_probabilities()
 
@@ -165,3 +172,58 @@ def test_short_training_learns_masks_and_effects():
     assert recall >= 0.7, stats_
     assert f1 >= 0.55, stats_
     assert r > 0.55, stats_
+
+
+def test_setup_helpers(small):
+    names = ["A", "B", "C"]
+    dose, labels = dosage_rows(["C", "A"], names)
+    np.testing.assert_array_equal(dose, [[0, 0, 1], [1, 0, 0]])
+    assert labels == ["C", "A"]
+    dose, labels = dosage_rows(np.array([[1, 1, 0], [0, 0, 0]]), names)
+    assert labels == ["A+B", ""] and dose.dtype == np.float32
+    with pytest.raises(ValueError, match="unknown perturbations"):
+        dosage_rows(["D"], names)
+    d = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 1, 0]], np.float32)
+    cond = Conditions(d, names)
+    assert cond.names == ["A", "A+B"]  # rows in np.unique order
+    onehot = cond.design(d)
+    assert onehot.shape == (4, 2) and onehot[2].sum() == 0
+    np.testing.assert_array_equal(onehot[1], onehot[3])
+    with pytest.raises(ValueError, match="unseen"):
+        cond.design(np.array([[0, 0, 1]], np.float32))
+    x = read_counts(small)
+    d, pert_names = read_dosage(small)
+    assert x.dtype == np.float32 and d.shape == (300, 6) and pert_names[0] == "P00"
+
+
+def test_experiment_rows_for_every_model(small):
+    """Every Table 1 row trains and scores; mask options are dropped for models without masks."""
+    train, test = split_cells(small, test_frac=0.3, seed=0)
+    de = differential_expression(small)
+    for name, guide in TABLE1_ROWS[:4]:
+        model = fit_model(
+            name,
+            guide,
+            train,
+            steps=3,
+            batch_size=64,
+            n_latent=2,
+            hidden=8,
+            alpha=0.05,
+            temperature=0.4,
+            device="cpu",
+        )
+        assert model.module.guide == guide
+        row = evaluate_model(
+            model,
+            test,
+            de,
+            small.uns["truth"],
+            iwelbo_particles=2,
+            ate_particles=4,
+            rf_repeats=1,
+            rf_trees=5,
+        )
+        assert np.isfinite(row["iwelbo"]) and ("mask_f1" in row) == model.module.has_mask
+    with pytest.raises(ValueError, match="no perturbation embeddings"):
+        ConditionalVAE(small, n_latent=2, hidden=8).embedding_means()

@@ -10,14 +10,21 @@ import pytest
 import torch
 from scipy import special, stats
 
-from liftkit.perturb.evaluation import iwelbo
-from liftkit.perturb.module import (
-    PerturbVAEModule,
+from liftkit.perturb.distributions import (
     bernoulli_log_prob,
     beta_bernoulli_log_prob,
-    minibatch_elbo,
+    nb_softmax_log_prob,
     relaxed_bernoulli_st,
 )
+from liftkit.perturb.guides import GUIDES, guide_flags, guide_name
+from liftkit.perturb.modules import (
+    ConditionalVAEModule,
+    CPAVAEModule,
+    MaskPrior,
+    SAMSVAEModule,
+    SVAEPlusModule,
+)
+from liftkit.perturb.objectives import iwelbo, minibatch_elbo, negative_elbo
 from liftkit.stats import nb_log_prob_log_space
 
 
@@ -64,11 +71,10 @@ def test_relaxed_bernoulli_forward_is_exact_bernoulli():
     assert lg.grad is not None and lg.grad.abs().sum() > 0
 
 
-def _tiny(kind="sams", guide="mf", seed=0):
+def _tiny(cls=SAMSVAEModule, guide="mf", seed=0):
     torch.manual_seed(seed)
-    mod = PerturbVAEModule(
-        n_genes=5, n_perts=3, n_latent=2, hidden=8, kind=kind, guide=guide, alpha=0.2
-    )
+    kw = {"alpha": 0.2} if cls.has_mask else {}
+    mod = cls(n_genes=5, n_perts=3, n_latent=2, hidden=8, guide=guide, **kw)
     g = torch.Generator().manual_seed(seed)
     x = torch.poisson(torch.full((6, 5), 4.0), generator=g) + 1.0
     d = torch.tensor(
@@ -85,12 +91,12 @@ def _norm_logpdf(v, loc, scale):
 @pytest.mark.parametrize("guide", ["mf", "corr"])
 def test_sams_log_ratios_match_hand_computation(guide):
     """SAMS-VAE eq. 2 / 4-5 evaluated by hand (scipy) at the sampled latents."""
-    mod, x, d = _tiny("sams", guide)
+    mod, x, d = _tiny(SAMSVAEModule, guide)
     with torch.no_grad():
-        glob, loc = mod.log_ratios(x, d, n_particles=2, generator=torch.Generator().manual_seed(3))
+        glob, loc = mod(x, d, n_particles=2, generator=torch.Generator().manual_seed(3))
         m, e = glob.mask.numpy().round(), glob.emb.numpy()  # straight-through: 1 +- ulp
-        logits = mod.mask_logits.numpy()
-        e_loc, e_scale = (t.numpy() for t in mod.emb_params(glob.mask if mod.corr_emb else None))
+        logits = mod.mask.guide.logits.numpy()
+        e_loc, e_scale = (t.numpy() for t in mod.embedding.params(glob.mask))
         g_ref = (
             _norm_logpdf(e, 0, 1)
             + stats.bernoulli.logpmf(m, 0.2).sum(-1)
@@ -102,10 +108,7 @@ def test_sams_log_ratios_match_hand_computation(guide):
         z = loc.z.numpy()
         zp = d.numpy() @ (e * m)  # eq. 1, [P, B, D]
         zb = z - zp
-        extra = mod.enc_zp(torch.as_tensor(zp)) if mod.corr_basal else None
-        enc = mod.encoder(mod.standardise(x), extra)
-        q_loc, q_raw = enc.chunk(2, -1)
-        q_scale = torch.nn.functional.softplus(q_raw) + 1e-4
+        q_loc, q_scale = mod.encoder(x, torch.as_tensor(zp) if mod.correlated_basal else None)
         rho = special.softmax(mod.decoder(torch.as_tensor(z)).numpy(), -1)
         lib = x.sum(1, keepdim=True).numpy()
         mu = lib * rho
@@ -117,21 +120,63 @@ def test_sams_log_ratios_match_hand_computation(guide):
 
 
 def test_cpa_masks_are_ones_and_cvae_has_no_globals():
-    mod, x, d = _tiny("cpa", "corr_basal")
-    glob, _ = mod.log_ratios(x, d, 2)
+    mod, x, d = _tiny(CPAVAEModule, "corr_basal")
+    glob, _ = mod(x, d, 2)
     assert glob.mask is None and torch.all(mod.mask_probs() == 1)
-    mod, x, d = _tiny("cvae", "mf")
-    glob, loc = mod.log_ratios(x, d, 2)
+    mod, x, d = _tiny(ConditionalVAEModule, "mf")
+    glob, loc = mod(x, d, 2)
     assert glob.emb is None and torch.all(glob.log_ratio == 0)
+    with pytest.raises(ValueError, match="no latent masks"):
+        mod.mask_probs()
     with pytest.raises(ValueError, match="guide"):
-        PerturbVAEModule(5, 3, kind="cvae", guide="corr")
+        ConditionalVAEModule(5, 3, guide="corr")
+    with pytest.raises(ValueError, match="guide"):
+        SVAEPlusModule(5, 3, guide="corr_basal")
+
+
+def test_guide_families():
+    """Section 2.3: four families; CPA-VAE's masks are 1, so q(e | m) = q(e) there."""
+    assert [guide_name(*guide_flags(g)) for g in GUIDES] == list(GUIDES)
+    with pytest.raises(ValueError, match="unknown guide"):
+        guide_flags("full")
+    assert CPAVAEModule(5, 3, guide="corr_emb").guide == "mf"
+    assert CPAVAEModule(5, 3, guide="corr").guide == "corr_basal"
+    for g in GUIDES:
+        mod = SAMSVAEModule(5, 3, n_latent=2, hidden=8, guide=g)
+        assert mod.guide == g
+        assert (mod.encoder.cond is not None) == mod.correlated_basal
+    with pytest.raises(ValueError, match="mask_prior"):
+        MaskPrior("spike")
+    with pytest.raises(ValueError, match="alpha"):
+        SAMSVAEModule(5, 3, alpha=1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        SVAEPlusModule(5, 3, temperature=0.0)
+
+
+def test_svae_plus_prior_is_centred_on_the_masked_shift():
+    """App. A.2.2: log p(z | c) = log N(z; m_c * e_c, I); the shift is not added to z."""
+    mod, x, d = _tiny(SVAEPlusModule, "mf")
+    with torch.no_grad():
+        glob, loc = mod(x, d, 3, generator=torch.Generator().manual_seed(1))
+        shift = d @ (glob.emb * glob.mask)
+        loc_q, scale_q = mod.encoder(x)
+        log_q = _norm_logpdf(loc.z.numpy(), loc_q.numpy(), scale_q.numpy())
+        ref = loc.log_lik.numpy() + _norm_logpdf((loc.z - shift).numpy(), 0, 1) - log_q
+        np.testing.assert_allclose(loc.log_ratio.numpy(), ref, rtol=1e-4, atol=1e-3)
+        # no embedding prior or guide: the global ratio is the mask's alone
+        m = glob.mask.numpy().round()
+        probs = mod.mask_probs().numpy()
+        ref_g = mod.mask.prior.log_prob(glob.mask).numpy() - stats.bernoulli.logpmf(m, probs).sum(
+            -1
+        )
+        np.testing.assert_allclose(glob.log_ratio.numpy(), ref_g, rtol=1e-5, atol=1e-4)
 
 
 def test_minibatch_reweighting_identity():
     """App. A.1: E_B[l_mb] = |B|/N ELBO, exactly, over all batches of size |B| (fixed draws)."""
-    mod, x, d = _tiny("sams", "corr")
+    mod, x, d = _tiny(SAMSVAEModule, "corr")
     with torch.no_grad():
-        glob, loc = mod.log_ratios(x, d, n_particles=3, generator=torch.Generator().manual_seed(5))
+        glob, loc = mod(x, d, n_particles=3, generator=torch.Generator().manual_seed(5))
     n_t = d.sum(0)
     n = x.shape[0]
     full = minibatch_elbo(glob.log_ratio, loc.log_ratio, d, n_t)
@@ -152,7 +197,7 @@ def test_minibatch_reweighting_identity():
 
 def test_iwelbo_above_elbo_and_increasing_in_k():
     """IWELBO_K is non-decreasing in K in expectation (Burda et al.); K = 1 is the ELBO."""
-    mod, _, _ = _tiny("sams", "corr", seed=2)
+    mod, _, _ = _tiny(SAMSVAEModule, "corr", seed=2)
     g = torch.Generator().manual_seed(0)
     x = torch.poisson(torch.full((300, 5), 6.0), generator=g) + 1.0
     d = torch.zeros(300, 3)
@@ -169,8 +214,6 @@ def test_iwelbo_above_elbo_and_increasing_in_k():
 
 
 def test_fused_nb_softmax_matches_autograd_reference():
-    from liftkit.perturb.module import nb_softmax_log_prob
-
     g = torch.Generator().manual_seed(4)
     x = torch.poisson(torch.full((3, 6), 3.0), generator=g).double()
     log_lib = x.sum(1, keepdim=True).clamp_min(1).log()
@@ -187,3 +230,17 @@ def test_fused_nb_softmax_matches_autograd_reference():
     assert torch.autograd.gradcheck(
         lambda lg, lt: nb_softmax_log_prob(lg, x, log_lib, lt), (logits, log_theta)
     )
+
+
+def test_negative_elbo_is_the_scaled_minibatch_elbo():
+    """The training loss is -l_mb / |B| (App. A.1) of the module's own draws."""
+    mod, x, d = _tiny(SAMSVAEModule, "corr")
+    n_t = d.sum(0) * 10
+    torch.manual_seed(7)
+    loss = negative_elbo(mod, x, d, n_t, n_particles=2)
+    torch.manual_seed(7)
+    glob, loc = mod(x, d, 2)
+    ref = -minibatch_elbo(glob.log_ratio, loc.log_ratio, d, n_t) / x.shape[0]
+    assert torch.equal(loss, ref)
+    loss.backward()
+    assert mod.mask.guide.logits.grad is not None and mod.embedding.onehot.grad is not None

@@ -4,8 +4,16 @@ import sys
 
 import pytest
 
-from liftkit.companion.cli import main
-from liftkit.companion.runner import chapter_parameters, read_chapter, run_chapter
+from liftkit.companion.build import build_book
+from liftkit.companion.cli import build_parser, main
+from liftkit.companion.goldens import golden_path, regold, toc_chapters
+from liftkit.companion.runner import (
+    chapter_parameters,
+    default_output,
+    read_chapter,
+    resolve_chapter,
+    run_chapter,
+)
 from tests.conftest import write_chapter
 
 
@@ -57,5 +65,27 @@ def test_cli_one_line_errors(tiny, capsys):
 
 
 def test_cli_is_installed_console_script():
-    out = subprocess.run([sys.executable, "-m", "liftkit.companion.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "liftkit.companion.cli", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "run" in out.stdout
+
+
+def test_companion_finds_the_repository_from_a_subfolder(root, monkeypatch):
+    monkeypatch.delenv("LIFTKIT_ROOT", raising=False)
+    monkeypatch.chdir(root / "tests")
+    assert resolve_chapter("book/intro.md") == root / "book" / "intro.md"
+    assert default_output("book/intro.md") == root / "runs" / "intro.ipynb"
+    assert toc_chapters() == toc_chapters(root)
+    first = toc_chapters()[0]
+    assert golden_path(first) == root / "tests" / "notebooks" / f"{first.stem}.ipynb"
+    with pytest.raises(ValueError, match=r"no chapter\(s\) \['nope'\] in _toc.yml"):
+        regold(["nope"])
+    with pytest.raises(FileNotFoundError, match="no chapter at book/missing.md"):
+        resolve_chapter("book/missing.md")
+
+
+def test_build_defaults_to_the_repository(tmp_path):
+    assert build_parser().parse_args(["build"]).root is None
+    with pytest.raises(FileNotFoundError, match="_config.yml is missing"):
+        build_book(tmp_path)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from liftkit.lift.library import EmpiricalLibrary, SiteIndependentLibrary
-from liftkit.lift.oracle import motif_strength
-from liftkit.lift.screen import Screen, simulate_screen, sorted_fraction_exact
+from liftkit.lift.oracle import Oracle, motif_strength
+from liftkit.lift.screen import Screen, simulate_screen
 
 # a toy library: 4 sequences, one carrying a pattern (x[3] = P)
 TOY = EmpiricalLibrary(["CARPAW", "CARAAW", "CAKAAW", "CARGW"], weights=[1, 3, 3, 3])
@@ -17,7 +17,8 @@ TOY = EmpiricalLibrary(["CARPAW", "CARAAW", "CAKAAW", "CARGW"], weights=[1, 3, 3
 def test_seqs_per_cell_is_poisson_with_threshold_minus_one():
     # threshold -> every cell with >= 1 sequence and y > 0 is kept; use a huge s0 so y > 0 a.s.
     n, moi = 20000, 2.5
-    scr = simulate_screen(TOY, n, moi, s0=1e6, generator=torch.Generator().manual_seed(0))
+    scr = simulate_screen(TOY, n, moi, oracle=Oracle(s0=1e6),
+                          generator=torch.Generator().manual_seed(0))
     k = scr.seqs_per_cell().double()
     # sorted cells = cells with >= 1 sequence: a zero-truncated Poisson(moi)
     p_pos = 1 - math.exp(-moi)
@@ -31,9 +32,17 @@ def test_seqs_per_cell_is_poisson_with_threshold_minus_one():
     assert abs(float(full.var()) - moi) < 0.05 * moi
 
 
+def sorted_fraction_exact(strengths, probs, moi, phi=2.28):
+    """Closed-form fraction of cells with y > 0 for a discrete library (App. D, eq. 38 form):
+    P(y = 0) = exp(-MOI * sum_x p(x) [1 - (1 + s(x)/phi)^-phi]) with per-sequence NB noise."""
+    p0 = (1 + strengths.double() / phi) ** (-phi)
+    return float(1 - torch.exp(-moi * (probs.double() * (1 - p0)).sum()))
+
+
 def test_sorted_fraction_matches_closed_form():
     n, moi = 30000, 1.5
-    scr = simulate_screen(TOY, n, moi, s0=0.1, mult=10, generator=torch.Generator().manual_seed(1))
+    scr = simulate_screen(TOY, n, moi, oracle=Oracle(s0=0.1, mult=10),
+                          generator=torch.Generator().manual_seed(1))
     strengths = motif_strength(TOY.support, s0=0.1, mult=10)
     expect = sorted_fraction_exact(strengths, TOY.probs, moi)
     assert abs(scr.n_sorted / n - expect) < 5 * math.sqrt(expect * (1 - expect) / n)
@@ -47,14 +56,19 @@ def test_csr_consistency_and_ground_truth():
     assert (scr.seqs_per_cell() >= 1).all()
     assert (scr.y > scr.threshold).all()
     # y is the sum of the entries' activities
-    sums = torch.zeros(scr.n_sorted).index_add_(0, scr.cell_of_entry(), scr.seq_activity)
+    owner = torch.repeat_interleave(torch.arange(scr.n_sorted), scr.seqs_per_cell())
+    sums = torch.zeros(scr.n_sorted).index_add_(0, owner, scr.seq_activity)
     assert torch.allclose(sums, scr.y)
     # unique tokens
     assert len(torch.unique(scr.tokens, dim=0)) == len(scr.tokens)
     x, y = scr.pairs()
     assert len(x) == len(y) == scr.nnz
-    xt, _ = scr.pairs(as_tokens=True)
-    assert torch.equal(xt, scr.tokens[x])
+    # pairs of some cells: their entries, in the given cell order, with their cells' counts
+    cells = torch.tensor([4, 1])
+    xs, ys = scr.pairs(cells)
+    sub = scr.subset(cells)
+    assert torch.equal(scr.tokens[xs], sub.tokens[sub.seq_idx])
+    assert torch.equal(ys, sub.pairs()[1])
 
 
 def test_subset_reindexes():

@@ -1,6 +1,12 @@
-"""Tests of liftkit.lift.theory: coherence (LIFT Def 5.3, Prop 5.5), Prop 5.2 and LeaVS (App. D)."""
+"""Tests of liftkit.lift.theory: coherence (LIFT Def 5.3, Prop 5.5), Prop 5.2 and LeaVS (App. D).
+
+Equation numbers are those of the book's Derivations appendix (book/derivations.md).
+"""
 
 from __future__ import annotations
+
+import doctest
+import re
 
 import numpy as np
 import pytest
@@ -16,7 +22,7 @@ def test_coherence_individual_is_K(K):
 
 @pytest.mark.parametrize(
     ("K", "moi", "ref"),
-    # independent computation in lift-math-notes.md, App. B table (m = 1e4)
+    # computed independently of liftkit; listed in book/derivations.md (proof of Prop 5.5, m = 1e4)
     [(100, 100, 100), (1000, 10, 1592), (100, 1, 894), (1000, 1000, 121), (10_000, 1e4, 169)],
 )
 def test_coherence_exact_matches_notes_table(K, moi, ref):
@@ -30,7 +36,7 @@ def test_coherence_exact_small_moi_closed_form():
 
 
 def _conditions(K, moi, m, mu):
-    """Left sides of (14)-(15) from scipy's Poisson cdf, independently of the module's sums."""
+    """Left sides of eqs. 14-15 from scipy's Poisson pmf, independently of the module's sums."""
     nu = moi / K
     lo, hi = nu - np.sqrt(mu * nu), nu + np.sqrt(mu * nu)
     n = np.arange(0, int(nu + 60 * np.sqrt(nu) + 80))
@@ -82,7 +88,7 @@ def test_coherence_bad_input(bad):
 
 
 def test_region_counts_independent_poisson():
-    """Prop 5.2 / eq 20: counts from points are independent Poisson(moi w_k)."""
+    """Prop 5.2 / eqs. 10, 20: counts from points are independent Poisson(moi w_k)."""
     K, moi, m = 6, 4.0, 20_000
     w = np.array([0.05, 0.1, 0.15, 0.2, 0.2, 0.3])
     cell, region = theory.simulate_points(w, moi, m, seed=3)
@@ -102,7 +108,7 @@ def test_region_counts_checks_labels():
 
 
 def test_map_on_points_equals_reduced_lasso():
-    """Prop 5.2 / eq 12: functional MAP on points == scikit-learn LASSO on theta = w * beta."""
+    """Prop 5.2 / eqs. 12, 22: functional MAP on points == scikit-learn LASSO on w * beta."""
     rng = np.random.default_rng(0)
     K, moi, m, sigma, gamma = 8, 3.0, 1500, 0.5, 150.0
     w = rng.dirichlet(np.full(K, 3.0))
@@ -124,20 +130,22 @@ def test_bad_w():
 
 
 def test_leavs_identity():
-    """Eq 38 exact vs simulation; Jensen (eq 37): exact >= -moi ||f||_1; small-f limit (eq 39)."""
+    """Eq. 38 exact vs simulation (eq. 36); Jensen (eq. 37): exact >= -moi ||f||_1; eq. 39."""
     w = np.array([0.5, 0.3, 0.2])
     beta = np.array([0.0, 1.0, 2.5])
-    exact = theory.leavs_log_p0(beta, w, 2.0)
-    linear = theory.leavs_log_p0_linear(beta, w, 2.0)
-    est, se = theory.leavs_log_p0_mc(beta, w, 2.0, n_cells=100_000, seed=0)
+    exact = theory.log_p0_exact(beta, w, 2.0)
+    linear = theory.log_p0_linear(beta, w, 2.0)
+    est, se = theory.log_p0_mc(beta, w, 2.0, n_cells=100_000, seed=0)
     assert abs(est - exact) < 4 * se
     assert exact >= linear
+    # closed form by hand: -moi * sum_k w_k (1 - exp(-beta_k))
+    assert exact == pytest.approx(-2.0 * (0.3 * (1 - np.exp(-1.0)) + 0.2 * (1 - np.exp(-2.5))))
     small = 1e-4 * beta
-    assert theory.leavs_log_p0(small, w, 2.0) == pytest.approx(
-        theory.leavs_log_p0_linear(small, w, 2.0), rel=1e-3
+    assert theory.log_p0_exact(small, w, 2.0) == pytest.approx(
+        theory.log_p0_linear(small, w, 2.0), rel=1e-3
     )
     with pytest.raises(ValueError):
-        theory.leavs_log_p0(-beta, w, 2.0)
+        theory.log_p0_exact(-beta, w, 2.0)
 
 
 def test_recovery_improves_with_moi():
@@ -154,3 +162,18 @@ def test_m_needed_interpolates():
     assert theory.m_needed(m, e, 0.4) == pytest.approx(200)
     assert theory.m_needed(m, e, 0.1) == float("inf")
     assert 200 < theory.m_needed(m, e, 0.3) < 400
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(theory, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_derivations_appendix_numbers_equations_as_the_paper(root):
+    """Sphinx numbers a page's labelled equations 1, 2, ... in order, so the labels
+    eq-lift-1 ... eq-lift-39 must appear exactly once each, in order, for the printed number of
+    every equation of book/derivations.md to be the paper's (which docstrings cite)."""
+    text = (root / "book" / "derivations.md").read_text()
+    labels = re.findall(r"^\$\$ \(([^)]+)\)\s*$|^:label: (\S+)", text, flags=re.M)
+    labels = [a or b for a, b in labels]
+    assert labels == [f"eq-lift-{n}" for n in range(1, 40)]

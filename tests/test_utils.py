@@ -1,11 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 import liftkit
 from liftkit.companion.profiles import configure
-from liftkit.plotting import savefig
-from liftkit.utils import progress_enabled
+from liftkit.utils import ENV_ROOT, progress_enabled, repo_root
 
 
 def test_set_seed_reproduces_all_generators():
@@ -54,15 +55,46 @@ def test_progress_off_under_ci(monkeypatch):
     assert progress_enabled()
 
 
-def test_savefig_atomic(tmp_path, monkeypatch):
-    import matplotlib.pyplot as plt
+def fake_checkout(folder: Path) -> Path:
+    """A folder that looks like a liftkit checkout (the two marker files)."""
+    (folder / "book").mkdir(parents=True)
+    (folder / "_toc.yml").write_text("format: jb-book\nroot: book/intro\n")
+    (folder / "data_manifest.yaml").write_text("datasets: []\n")
+    return folder
 
-    monkeypatch.setenv("LIFTKIT_FIGURE_DIR", str(tmp_path))
-    fig, ax = plt.subplots()
-    ax.plot([0, 1])
-    (path,) = savefig(fig, "demo")
-    assert path.exists() and path.stat().st_size > 0
-    assert not list(tmp_path.glob("*.part"))
-    with pytest.raises(ValueError, match="plain file stem"):
-        savefig(fig, "../escape")
-    plt.close(fig)
+
+def test_repo_root_found_from_a_subfolder(root, monkeypatch):
+    monkeypatch.delenv(ENV_ROOT, raising=False)
+    monkeypatch.chdir(root / "book")
+    assert repo_root() == root
+    assert repo_root(root / "tests" / "notebooks") == root
+
+
+def test_repo_root_from_environment(tmp_path, monkeypatch):
+    checkout = fake_checkout(tmp_path / "elsewhere")
+    monkeypatch.setenv(ENV_ROOT, str(checkout))
+    assert repo_root() == checkout.resolve()  # wins over the working directory's checkout
+    monkeypatch.setenv(ENV_ROOT, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"point {ENV_ROOT} at a liftkit checkout"):
+        repo_root()
+
+
+def test_repo_root_search_and_fallback_order(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_ROOT, raising=False)
+    checkout = fake_checkout(tmp_path / "checkout")
+    assert repo_root(checkout / "book", fallback=None) == checkout.resolve()
+    # outside any checkout, the folder beside the package is the last resort
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert repo_root(outside, fallback=checkout) == checkout.resolve()
+
+
+def test_repo_root_clear_error_without_a_checkout(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_ROOT, raising=False)
+    monkeypatch.chdir(tmp_path)
+    site = tmp_path / "site-packages"  # an installed package: no checkout beside it
+    site.mkdir()
+    with pytest.raises(FileNotFoundError, match=f"no liftkit repository.*set {ENV_ROOT}"):
+        repo_root(fallback=site)
+    with pytest.raises(FileNotFoundError, match="run from a checkout"):
+        repo_root(tmp_path, fallback=None)

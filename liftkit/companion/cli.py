@@ -8,10 +8,10 @@ from pathlib import Path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from liftkit.companion.runner import parse_value, run_chapter
+    from liftkit.companion.runner import default_output, parse_value, run_chapter
 
     params = {name: parse_value(value) for name, value in args.parameter}
-    output = Path(args.output) if args.output else Path("runs") / f"{Path(args.chapter).stem}.ipynb"
+    output = Path(args.output) if args.output else default_output(args.chapter)
     run_chapter(args.chapter, output, params, progress=not args.quiet, timeout=args.timeout)
     print(f"wrote {output}")
     return 0
@@ -47,6 +47,7 @@ def _cmd_regold(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``liftkit`` command (sub-commands run, build, regold, data)."""
     parser = argparse.ArgumentParser(prog="liftkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -56,13 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
         help="set a parameter; VALUE is read as YAML (20000, 0.5, cuda, '[1, 3, 10]')",
     )
-    run.add_argument("-o", "--output", help="executed notebook path (default runs/<chapter>.ipynb)")
+    run.add_argument(
+        "-o", "--output",
+        help="executed notebook path (default: the repository's runs/<chapter>.ipynb)",
+    )
     run.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 
     build = sub.add_parser("build", help="build the book strictly (a failing chapter fails)")
-    build.add_argument("root", nargs="?", default=".", help="folder with _config.yml and _toc.yml")
+    build.add_argument(
+        "root", nargs="?", default=None,
+        help="folder with _config.yml and _toc.yml (default: the repository root)",
+    )
     build.set_defaults(func=_cmd_build)
 
     gold = sub.add_parser("regold", help="rewrite golden notebooks (tests/notebooks) on purpose")
@@ -79,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one line ``liftkit: error: ...`` and exit 2."""
+    """Entry point of the ``liftkit`` command; user errors print one line and exit 2.
+
+    Examples
+    --------
+    >>> main(["data", "list"])  # doctest: +SKIP
+    >>> main(["run", "book/coherence.md", "-p", "profile", "smoke"])  # doctest: +SKIP
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -18,7 +18,7 @@ GOLDEN_DIR = Path("tests") / "notebooks"  # relative to the repository root
 GOLDEN_PARAMETERS = {"profile": "smoke"}
 
 
-def _toc_files(node) -> list[str]:
+def _toc_files(node: object) -> list[str]:
     files: list[str] = []
     if isinstance(node, dict):
         if "file" in node:
@@ -35,7 +35,23 @@ def _toc_files(node) -> list[str]:
 
 
 def toc_pages(root: Path | None = None) -> list[Path]:
-    """Every page of ``_toc.yml`` (root first), as paths to existing ``.md`` files."""
+    """Every page of ``_toc.yml`` (root first), as paths to existing ``.md`` files.
+
+    Parameters
+    ----------
+    root
+        The repository (default :func:`liftkit.utils.repo_root`).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``_toc.yml`` lists a page that does not exist.
+
+    Examples
+    --------
+    >>> toc_pages()[0].name  # doctest: +SKIP
+    'intro.md'
+    """
     root = repo_root() if root is None else Path(root)
     toc = yaml.safe_load((root / "_toc.yml").read_text())
     pages = []
@@ -53,35 +69,70 @@ def has_code(page: Path) -> bool:
 
 
 def toc_chapters(root: Path | None = None) -> list[Path]:
-    """The executable chapters of the table of contents, in book order."""
+    """The executable chapters of the table of contents, in book order.
+
+    Examples
+    --------
+    >>> [c.stem for c in toc_chapters()][:2]  # doctest: +SKIP
+    ['getting_started', 'points_to_measures']
+    """
     return [p for p in toc_pages(root) if has_code(p)]
 
 
-def golden_path(chapter: Path, root: Path | None = None) -> Path:
-    """``tests/notebooks/<stem>.ipynb`` of the repository (the chapter's golden notebook)."""
-    return (repo_root() if root is None else Path(root)) / GOLDEN_DIR / f"{Path(chapter).stem}.ipynb"
+def golden_path(chapter: str | Path, root: Path | None = None) -> Path:
+    """``tests/notebooks/<stem>.ipynb`` of the repository (the chapter's golden notebook).
+
+    Examples
+    --------
+    >>> golden_path("book/coherence.md", Path("/repo"))
+    PosixPath('/repo/tests/notebooks/coherence.ipynb')
+    """
+    root = repo_root() if root is None else Path(root)
+    return root / GOLDEN_DIR / f"{Path(chapter).stem}.ipynb"
 
 
-def regold(names: list[str] | None = None) -> list[Path]:
-    """Re-execute chapters at the smoke profile and overwrite their goldens.
+def regold(names: list[str] | None = None, root: Path | None = None) -> list[Path]:
+    """Re-execute chapters at the smoke profile and overwrite their goldens (``make regold``).
 
-    ``names`` selects chapters by file stem (default: all of them). Runs single-threaded so the
-    goldens are bit-reproducible.
+    Runs single-threaded so the goldens are bit-reproducible.
+
+    Parameters
+    ----------
+    names
+        Chapters by file stem (default: every chapter of ``_toc.yml``).
+    root
+        The repository (default :func:`liftkit.utils.repo_root`), wherever this is called from.
+
+    Returns
+    -------
+    list of Path
+        The goldens written.
+
+    Raises
+    ------
+    ValueError
+        A name that is not a chapter of ``_toc.yml``.
+
+    Examples
+    --------
+    >>> regold(["coherence"])  # doctest: +SKIP
+    [PosixPath('/repo/tests/notebooks/coherence.ipynb')]
     """
     from liftkit.companion.runner import run_chapter
 
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ["LIFTKIT_PROGRESS"] = "0"
-    chapters = toc_chapters()
+    root = repo_root() if root is None else Path(root)
+    chapters = toc_chapters(root)
     if names:
         known = {c.stem: c for c in chapters}
         unknown = sorted(set(names) - set(known))
         if unknown:
             raise ValueError(f"no chapter(s) {unknown} in _toc.yml; chapters are {sorted(known)}")
         chapters = [known[n] for n in names]
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["LIFTKIT_PROGRESS"] = "0"
     written = []
     for chapter in chapters:
         print(f"regold {chapter.stem} ...", flush=True)
-        run_chapter(chapter, golden_path(chapter), GOLDEN_PARAMETERS)
-        written.append(golden_path(chapter))
+        run_chapter(chapter, golden_path(chapter, root), GOLDEN_PARAMETERS)
+        written.append(golden_path(chapter, root))
     return written

@@ -31,6 +31,18 @@ def configure(profile: str, table: dict[str, dict[str, Any]], **given: Any) -> S
     -------
     SimpleNamespace
         Every parameter resolved, plus ``profile``.
+
+    Raises
+    ------
+    ValueError
+        An unknown profile, one the chapter does not define, or a parameter absent from it.
+
+    Examples
+    --------
+    >>> table = {"smoke": {"n_cells": 200, "moi": 1.0}, "default": {"n_cells": 5000, "moi": 1.0}}
+    >>> cfg = configure("default", table, n_cells=None, moi=3.0)
+    >>> cfg.n_cells, cfg.moi, cfg.profile
+    (5000, 3.0, 'default')
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
@@ -50,7 +62,14 @@ def configure(profile: str, table: dict[str, dict[str, Any]], **given: Any) -> S
 
 
 def show_config(cfg: SimpleNamespace) -> None:
-    """Print the resolved parameters, one per line, so the rendered page records them."""
+    """Print the resolved parameters, one per line, so the rendered page records them.
+
+    Examples
+    --------
+    >>> show_config(SimpleNamespace(profile="smoke", n_cells=200))
+    profile = 'smoke'
+    n_cells = 200
+    """
     width = max(len(k) for k in vars(cfg))
     for key, value in vars(cfg).items():
         print(f"{key:<{width}} = {value!r}")

@@ -14,32 +14,95 @@ from typing import Any
 
 import nbformat
 
-from liftkit.utils import atomic_path
+from liftkit.utils import atomic_path, repo_root
 
 PARAMETERS_TAG = "parameters"
 _VOLATILE_CELL_KEYS = ("papermill", "execution", "ExecuteTime")
 
 
+def resolve_chapter(path: str | Path) -> Path:
+    """The chapter file ``path`` names: as given if it exists, else relative to the repository.
+
+    So ``book/lab_splits.md`` works from any folder of the checkout.
+
+    Raises
+    ------
+    FileNotFoundError
+        When neither exists.
+
+    Examples
+    --------
+    >>> resolve_chapter("book/intro.md").is_file()  # doctest: +SKIP
+    True
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    if not path.is_absolute():
+        try:
+            candidate = repo_root() / path
+        except FileNotFoundError:
+            candidate = path
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"no chapter at {path}; chapters live in book/ (e.g. book/intro.md)")
+
+
+def default_output(chapter: str | Path) -> Path:
+    """Where ``liftkit run`` writes by default: ``runs/<chapter>.ipynb`` of the repository (of
+    the working directory when there is no checkout).
+
+    Examples
+    --------
+    >>> default_output("book/coherence.md").name
+    'coherence.ipynb'
+    """
+    try:
+        base = repo_root()
+    except FileNotFoundError:
+        base = Path.cwd()
+    return base / "runs" / f"{Path(chapter).stem}.ipynb"
+
+
 def read_chapter(path: str | Path) -> nbformat.NotebookNode:
-    """Read a chapter (``.md`` via jupytext, or ``.ipynb``) as a notebook node."""
+    """Read a chapter (``.md`` via jupytext, or ``.ipynb``) as a notebook node with stable ids.
+
+    ``path`` is found as :func:`resolve_chapter` says.
+
+    Examples
+    --------
+    >>> nb = read_chapter("book/coherence.md")  # doctest: +SKIP
+    >>> nb.cells[0].id  # doctest: +SKIP
+    'cell-0'
+    """
     import jupytext
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no chapter at {path}; chapters live in book/ (e.g. book/intro.md)")
-    nb = jupytext.read(path)
+    nb = jupytext.read(resolve_chapter(path))
     set_cell_ids(nb)
     return nb
 
 
 def set_cell_ids(nb: nbformat.NotebookNode) -> None:
-    """Give cells the ids ``cell-0``, ``cell-1``, ... so regenerated notebooks diff cleanly."""
+    """Give cells the ids ``cell-0``, ``cell-1``, ... so regenerated notebooks diff cleanly.
+
+    Examples
+    --------
+    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    >>> set_cell_ids(nb); nb.cells[0].id
+    'cell-0'
+    """
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i}"
 
 
 def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The one code cell tagged ``parameters``; a clear error if there is none or several."""
+    """The one code cell tagged ``parameters``.
+
+    Raises
+    ------
+    ValueError
+        When there is none, or several.
+    """
     cells = [
         c for c in nb.cells
         if c.cell_type == "code" and PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])
@@ -52,7 +115,15 @@ def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def chapter_parameters(nb: nbformat.NotebookNode) -> dict[str, str]:
-    """Names assigned in the parameters cell, mapped to the source text of their defaults."""
+    """Names assigned in the parameters cell, mapped to the source text of their defaults.
+
+    Examples
+    --------
+    >>> cell = nbformat.v4.new_code_cell("profile = 'default'\\nn: int = 3",
+    ...                                  metadata={"tags": ["parameters"]})
+    >>> chapter_parameters(nbformat.v4.new_notebook(cells=[cell]))
+    {'profile': "'default'", 'n': '3'}
+    """
     source = parameters_cell(nb).source
     params: dict[str, str] = {}
     for node in ast.parse(source).body:
@@ -67,7 +138,13 @@ def chapter_parameters(nb: nbformat.NotebookNode) -> dict[str, str]:
 
 
 def parse_value(text: str) -> Any:
-    """Parse a command-line parameter value as YAML (``20000`` -> int, ``[1, 3]`` -> list)."""
+    """Parse a command-line parameter value as YAML; text that is not YAML stays a string.
+
+    Examples
+    --------
+    >>> parse_value("20000"), parse_value("[1, 3]"), parse_value("cuda")
+    (20000, [1, 3], 'cuda')
+    """
     import yaml
 
     try:
@@ -88,11 +165,27 @@ def strip_volatile(nb: nbformat.NotebookNode) -> None:
 
 
 def write_notebook(nb: nbformat.NotebookNode, output: str | Path) -> Path:
-    """Write ``nb`` atomically: a temporary file in the same folder, then a rename."""
+    """Write ``nb`` atomically: a temporary file in the same folder, then a rename.
+
+    Examples
+    --------
+    >>> write_notebook(nbformat.v4.new_notebook(), "runs/empty.ipynb")  # doctest: +SKIP
+    PosixPath('runs/empty.ipynb')
+    """
     output = Path(output)
     with atomic_path(output, ".ipynb.part") as tmp:
         nbformat.write(nb, str(tmp))
     return output
+
+
+def _check_parameters(chapter: Path, nb: nbformat.NotebookNode, parameters: dict[str, Any]) -> None:
+    known = chapter_parameters(nb)
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        listing = ", ".join(f"{k} (default {v})" for k, v in known.items())
+        raise ValueError(
+            f"{chapter.name} has no parameter(s) {unknown}; its parameters are: {listing}"
+        )
 
 
 def run_chapter(
@@ -109,7 +202,8 @@ def run_chapter(
     Parameters
     ----------
     chapter
-        Path of a chapter, e.g. ``book/moi_experiment.md``.
+        Path of a chapter, e.g. ``book/moi_experiment.md`` (relative to the working directory
+        or to the repository, see :func:`resolve_chapter`).
     output
         Where to write the executed ``.ipynb``; ``None`` writes nothing.
     parameters
@@ -124,27 +218,22 @@ def run_chapter(
         Unknown parameter names.
     RuntimeError
         A cell raised; the message names the cell and the error. Nothing is written.
+
+    Examples
+    --------
+    >>> run_chapter("book/coherence.md", "runs/c.ipynb", {"profile": "smoke"})  # doctest: +SKIP
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    chapter = Path(chapter)
+    chapter = resolve_chapter(chapter)
     nb = read_chapter(chapter)
     parameters = dict(parameters or {})
-    known = chapter_parameters(nb)
-    unknown = sorted(set(parameters) - set(known))
-    if unknown:
-        listing = ", ".join(f"{k} (default {v})" for k, v in known.items())
-        raise ValueError(f"{chapter.name} has no parameter(s) {unknown}; its parameters are: {listing}")
+    _check_parameters(chapter, nb, parameters)
     try:
         executed = papermill.execute_notebook(
-            nb,
-            None,
-            parameters=parameters,
-            kernel_name=kernel_name,
-            cwd=str(chapter.resolve().parent),
-            progress_bar=progress,
-            execution_timeout=timeout,
+            nb, None, parameters=parameters, kernel_name=kernel_name,
+            cwd=str(chapter.resolve().parent), progress_bar=progress, execution_timeout=timeout,
         )
     except PapermillExecutionError as err:
         raise RuntimeError(

@@ -8,6 +8,9 @@ Modules, in the order the book meets them:
 - :mod:`~liftkit.lift.oracle`: the motif oracle of App. C.
 - :mod:`~liftkit.lift.screen`: a sorted pooled screen, stored as CSR.
 - :mod:`~liftkit.lift.nets`: the sequence CNN f_theta.
-- :mod:`~liftkit.lift.train`: LIFT and conventional training (eqs. 6, 7, 36).
+- :mod:`~liftkit.lift.objectives`: the training objectives, LIFT's pooled likelihood with its
+  LeaVS and L1 terms and the conventional pair likelihood (eqs. 6, 7, 36).
+- :mod:`~liftkit.lift.train`: one training loop over an objective; ``fit_lift``, ``fit_conventional``.
+- :mod:`~liftkit.lift.experiment`: test sets, evaluation and the MOI experiment (Figure 2).
 - :mod:`~liftkit.lift.splits`: laboratory-style splits (App. E).
 """

@@ -27,6 +27,7 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +58,12 @@ def encode(seqs: Sequence[str], max_len: int | None = None) -> torch.Tensor:
     ------
     ValueError
         On letters outside the alphabet, empty sequences, or sequences longer than ``max_len``.
+
+    Examples
+    --------
+    >>> encode(["CAR", "CW"], max_len=4)
+    tensor([[ 1,  0, 14, 20],
+            [ 1, 18, 20, 20]])
     """
     if isinstance(seqs, str):
         raise ValueError("encode expects a list of sequences, not one string: wrap it in a list")
@@ -87,24 +94,27 @@ def encode(seqs: Sequence[str], max_len: int | None = None) -> torch.Tensor:
 
 
 def decode(tokens: torch.Tensor) -> list[str]:
-    """Decode padded tokens back to strings (padding dropped)."""
+    """Decode padded tokens back to strings (padding dropped).
+
+    Examples
+    --------
+    >>> decode(encode(["CAR", "CW"], max_len=4))
+    ['CAR', 'CW']
+    """
     arr = tokens.detach().cpu().numpy()
     letters = np.frombuffer((ALPHABET + " ").encode(), dtype=np.uint8)[arr]
     return [row.tobytes().decode().rstrip() for row in letters]
 
 
 def lengths_of(tokens: torch.Tensor) -> torch.Tensor:
-    """Number of non-padding positions per row."""
-    return (tokens != PAD).sum(dim=1)
+    """Number of non-padding positions per row.
 
-
-def one_hot(tokens: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """One-hot encode tokens as ``(n, len(ALPHABET), L)`` (channels first, for ``Conv1d``).
-
-    Padding positions are all-zero columns (the convention of Weinstein et al. 2025's CNN).
+    Examples
+    --------
+    >>> lengths_of(encode(["CAR", "CW"], max_len=4))
+    tensor([3, 2])
     """
-    oh = torch.nn.functional.one_hot(tokens, PAD + 1)[..., :PAD]
-    return oh.to(dtype).transpose(1, 2)
+    return (tokens != PAD).sum(dim=1)
 
 
 class SequenceLibrary:
@@ -115,9 +125,11 @@ class SequenceLibrary:
     max_len: int
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` sequences x ~ p as tokens ``(n, max_len)``."""
         raise NotImplementedError
 
     def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """log p(x) of each row of ``tokens``: ``(n,)``."""
         raise NotImplementedError
 
     def encode(self, seqs: Sequence[str]) -> torch.Tensor:
@@ -128,9 +140,6 @@ class SequenceLibrary:
         """Decode tokens to strings."""
         return decode(tokens)
 
-    def sample_seqs(self, n: int, generator: torch.Generator | None = None) -> list[str]:
-        """Sample ``n`` sequences as strings."""
-        return self.decode(self.sample(n, generator))
 
 
 def _check_n(n: int) -> int:
@@ -150,7 +159,7 @@ def _seed_from(generator: torch.Generator | None) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def _olga_models():
+def _olga_models() -> tuple[Any, Any]:
     import olga
     import olga.generation_probability as pgen
     import olga.load_model as load_model
@@ -190,6 +199,11 @@ def olga_pool(n: int, seed: int = 0, use_disk: bool = True) -> tuple[str, ...]:
     (temp file, then rename), so an interrupted run never leaves a half-written pool. A pool of
     ``n`` is the prefix of any larger pool with the same seed only by accident: pools are keyed by
     ``(n, seed)``.
+
+    Examples
+    --------
+    >>> olga_pool(3, seed=0)[0][0]  # doctest: +SKIP
+    'C'
     """
     n = _check_n(n)
     path = cache_dir() / "olga" / f"human_B_heavy_seed{seed}_n{n}.txt"
@@ -218,9 +232,17 @@ class CDRH3Library(SequenceLibrary):
         sequences (the empirical approximation of p; fast, used by the chapters).
     pool_seed
         Seed of the cached pool.
+
+    Examples
+    --------
+    >>> lib = CDRH3Library(pool_size=2000)  # doctest: +SKIP
+    >>> lib.sample(4, torch.Generator().manual_seed(0)).shape  # doctest: +SKIP
+    torch.Size([4, 32])
     """
 
-    def __init__(self, max_len: int = 32, pool_size: int | None = 20000, pool_seed: int = 0):
+    def __init__(
+        self, max_len: int = 32, pool_size: int | None = 20000, pool_seed: int = 0
+    ) -> None:
         if max_len < 9:
             raise ValueError(f"max_len={max_len} is too short for CDRH3s: use >= 9")
         self.max_len = int(max_len)
@@ -280,9 +302,17 @@ class SiteIndependentLibrary(SequenceLibrary):
         ``(max_len + 1,)`` probabilities of each length (index = length; entry 0 must be 0).
     site_probs
         ``(max_len + 1, max_len, 20)``: row ``[L, t]`` is p(x_t | L) for t < L.
+
+    Examples
+    --------
+    >>> lib = SiteIndependentLibrary.fit(["CARW", "CAKW", "CTRDW"], max_len=6)
+    >>> lib.sample(2, torch.Generator().manual_seed(0)).shape
+    torch.Size([2, 6])
+    >>> bool(lib.log_prob(lib.encode(["CARW"])) < 0)
+    True
     """
 
-    def __init__(self, length_probs: torch.Tensor, site_probs: torch.Tensor):
+    def __init__(self, length_probs: torch.Tensor, site_probs: torch.Tensor) -> None:
         length_probs = torch.as_tensor(length_probs, dtype=torch.float64)
         site_probs = torch.as_tensor(site_probs, dtype=torch.float64)
         max_len = site_probs.shape[1]
@@ -393,6 +423,12 @@ class EmpiricalLibrary(SequenceLibrary):
         Unnormalised probabilities (default uniform).
     max_len
         Token width (default: the longest sequence).
+
+    Examples
+    --------
+    >>> lib = EmpiricalLibrary(["AAA", "CC"], weights=[3, 1])
+    >>> lib.log_prob(lib.encode(["CC"])).exp()
+    tensor([0.2500])
     """
 
     def __init__(
@@ -400,7 +436,7 @@ class EmpiricalLibrary(SequenceLibrary):
         seqs: Sequence[str],
         weights: Sequence[float] | None = None,
         max_len: int | None = None,
-    ):
+    ) -> None:
         if len(seqs) == 0:
             raise ValueError("EmpiricalLibrary needs at least one sequence")
         self.support = encode(seqs, max_len)
@@ -415,11 +451,13 @@ class EmpiricalLibrary(SequenceLibrary):
                       for i, r in enumerate(self.support)}
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` members of the support with their probabilities."""
         n = _check_n(n)
         idx = torch.multinomial(self.probs, n, replacement=True, generator=generator)
         return self.support[idx]
 
     def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """log p(x): the member's log probability, ``-inf`` outside the support."""
         out = torch.full((len(tokens),), -float("inf"))
         for i, row in enumerate(tokens.cpu()):  # toy libraries only: a dictionary look-up
             j = self._keys.get(hashlib.sha1(row.numpy().tobytes()).hexdigest())
@@ -428,8 +466,21 @@ class EmpiricalLibrary(SequenceLibrary):
         return out
 
 
-def make_library(name: str, max_len: int = 32, pool_size: int = 20000, seed: int = 0):
-    """Build a library by name: ``"olga"`` (pooled CDRH3Library) or ``"site"`` (fitted model)."""
+def make_library(
+    name: str, max_len: int = 32, pool_size: int = 20000, seed: int = 0
+) -> CDRH3Library | SiteIndependentLibrary:
+    """Build a library by name: ``"olga"`` (pooled CDRH3Library) or ``"site"`` (fitted model).
+
+    Raises
+    ------
+    ValueError
+        Any other name.
+
+    Examples
+    --------
+    >>> make_library("site", pool_size=2000).max_len  # doctest: +SKIP
+    32
+    """
     if name == "olga":
         return CDRH3Library(max_len=max_len, pool_size=pool_size, pool_seed=seed)
     if name == "site":

@@ -1,7 +1,8 @@
 """The sequence CNN f_theta used by both LIFT and conventional training (LIFT Sec. 6, App. C).
 
 The paper uses "the CNN of Weinstein et al. (2025)", whose details are not published. This
-follows the closest public code (``causal-tcrs`` ``SeqEmbed('cnn')``, see lift-math-notes §4):
+follows the closest public code (``causal-tcrs`` ``SeqEmbed('cnn')``; the book's Derivations appendix, section
+"Values the paper lost", lists this and the other (S) choices):
 one-hot input with all-zero padding, a 1-D convolution, SELU, a global max pool over positions
 (padding excluded), a small MLP and a softplus so that f >= 0 (needed by the NB mean, eq. 6).
 
@@ -39,6 +40,19 @@ class SeqCNN(nn.Module):
         Add the learned position-dependent bias. (S)
     init_f
         Initial output level (the final bias is set so f ~ init_f at start). (S)
+
+    Raises
+    ------
+    ValueError
+        A size below 1 or ``init_f <= 0``.
+
+    Examples
+    --------
+    >>> from liftkit.lift.library import encode
+    >>> net = SeqCNN(max_len=8)
+    >>> f = net(encode(["CARW", "CAKDW"], max_len=8))
+    >>> f.shape, bool((f >= 0).all())
+    (torch.Size([2]), True)
     """
 
     def __init__(
@@ -49,7 +63,7 @@ class SeqCNN(nn.Module):
         hidden: int = 32,
         positional: bool = True,
         init_f: float = 0.1,
-    ):
+    ) -> None:
         super().__init__()
         if min(max_len, channels, kernel, hidden) < 1 or init_f <= 0:
             raise ValueError(
@@ -66,13 +80,13 @@ class SeqCNN(nn.Module):
             self.mlp[-1].weight.mul_(0.1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(n, L)`` tokens -> ``(n,)`` non-negative activities."""
+        """``(n, L)`` tokens (``L <= max_len``) -> ``(n,)`` non-negative activities f(x)."""
         if tokens.shape[1] > self.max_len:
             raise ValueError(
                 f"tokens are {tokens.shape[1]} wide; this network takes <= {self.max_len}"
             )
         width = tokens.shape[1]
-        x = self.eye[tokens].transpose(1, 2)  # == one_hot(tokens), (n, 20, L)
+        x = self.eye[tokens].transpose(1, 2)  # one-hot, padding all zero: (n, 20, L)
         h = self.conv(x)
         if self.pos is not None:
             h = h + self.pos[:, :width]

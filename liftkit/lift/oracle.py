@@ -5,11 +5,15 @@ a sequence returns a negative binomial count with mean ``s`` and variance ``s + 
 (``phi = 2.28``). The default patterns are the paper's, zero-indexed: ``x[3] in {P, C}``,
 ``x[5] in {N, C}``, ``x[6:8] in {PC, SS}``. The base strength ``s0`` and whether patterns
 compound were lost from the paper text: both are parameters (S).
+
+:class:`Oracle` bundles the five constants (patterns, s0, mult, compound, phi) so the screen
+simulator, the test sets and the experiments take one argument instead of five.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -122,3 +126,59 @@ def sample_activity(
     rng = np.random.default_rng(rng)
     rate = rng.gamma(phi, s / phi)
     return rng.poisson(rate).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """The ground truth of the synthetic experiment (LIFT App. C): strength and NB noise.
+
+    Attributes
+    ----------
+    patterns
+        ``(start, allowed strings)`` pairs, zero-indexed (default: the paper's three).
+    s0
+        Base strength of a sequence carrying no pattern (S: 0.1).
+    mult
+        Multiplier per pattern (paper: 10).
+    compound
+        ``True``: ``s0 * mult**k`` for k patterns (S); ``False``: ``s0 * mult`` if any.
+    phi
+        NB dispersion of each test of a sequence (paper: 2.28).
+
+    Examples
+    --------
+    >>> Oracle(s0=0.1).strength(["CARPAAAAAW", "CARAAAAAAW"]).tolist()
+    [1.0, 0.10000000149011612]
+    """
+
+    patterns: Sequence[tuple[int, Sequence[str]]] = DEFAULT_PATTERNS
+    s0: float = 0.1
+    mult: float = 10.0
+    compound: bool = True
+    phi: float = PHI
+
+    def __post_init__(self) -> None:
+        # fail at construction, not deep inside a simulation
+        _check_patterns(self.patterns)
+        if self.s0 <= 0 or self.mult <= 0 or self.phi <= 0:
+            raise ValueError(
+                f"s0, mult and phi must be positive, got s0={self.s0}, mult={self.mult}, "
+                f"phi={self.phi}"
+            )
+        # tuples: the oracle is an immutable, hashable value
+        frozen = tuple((int(start), tuple(alts)) for start, alts in self.patterns)
+        object.__setattr__(self, "patterns", frozen)
+
+    def strength(self, seqs: Sequence[str] | torch.Tensor) -> torch.Tensor:
+        """Deterministic strength s(x) of each sequence (see :func:`motif_strength`)."""
+        return motif_strength(seqs, self.s0, self.mult, self.patterns, self.compound)
+
+    def sample(
+        self, strength: torch.Tensor | np.ndarray, rng: np.random.Generator | int | None = None
+    ) -> np.ndarray:
+        """One NB test of each sequence of the given strengths (see :func:`sample_activity`)."""
+        return sample_activity(strength, phi=self.phi, rng=rng)
+
+    def pattern_matrix(self, seqs: Sequence[str] | torch.Tensor) -> torch.Tensor:
+        """Boolean ``(n, n_patterns)``: which of this oracle's patterns each sequence carries."""
+        return pattern_matrix(seqs, self.patterns)

@@ -1,7 +1,8 @@
 """Pooled screen simulator (LIFT eq. 5-6 and App. C).
 
 A fixed number of cells each receive N_i ~ Poisson(MOI) sequences drawn iid from the library;
-each sequence's activity is an independent NB draw with mean s(x) (App. C), and the cell's
+each sequence's activity is an independent NB draw with mean s(x) (the
+:class:`~liftkit.lift.oracle.Oracle` of App. C), and the cell's
 measurement is their sum ("total observable strength"). Only cells with ``y > threshold`` are
 sorted and sequenced; the number ``n0`` of the other cells is all that is kept of them (the
 input of the LeaVS correction, App. D).
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from liftkit.lift.library import SequenceLibrary
-from liftkit.lift.oracle import DEFAULT_PATTERNS, PHI, motif_strength, sample_activity
+from liftkit.lift.oracle import Oracle
 
 
 @dataclass
@@ -75,21 +76,16 @@ class Screen:
         """``(n_sorted,)`` number of sequences in each sorted cell."""
         return self.cell_ptr[1:] - self.cell_ptr[:-1]
 
-    def cell_of_entry(self) -> torch.Tensor:
-        """``(nnz,)`` the sorted cell each entry belongs to."""
-        return torch.repeat_interleave(
-            torch.arange(self.n_sorted, device=self.y.device), self.seqs_per_cell()
-        )
+    def pairs(self, cells: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conventional expansion: one ``(x_ij, y_i)`` pair per entry of ``cells`` (default:
+        every sorted cell), in cell order.
 
-    def pairs(self, as_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """The conventional expansion: one ``(x_ij, y_i)`` pair per entry.
-
-        Returns ``(x, y)`` where ``x`` is the ``(nnz,)`` index into :attr:`tokens` (or the
-        ``(nnz, L)`` tokens themselves when ``as_tokens``) and ``y`` the ``(nnz,)`` cell counts.
+        Returns ``(x, y)``: ``x`` indexes :attr:`tokens`, ``y`` is the pair's cell count.
         """
-        y = torch.repeat_interleave(self.y, self.seqs_per_cell())
-        x = self.tokens[self.seq_idx] if as_tokens else self.seq_idx
-        return x, y
+        if cells is None:
+            return self.seq_idx, torch.repeat_interleave(self.y, self.seqs_per_cell())
+        x = self.seq_idx[gather_entries(self.cell_ptr, cells)]
+        return x, torch.repeat_interleave(self.y[cells], self.seqs_per_cell()[cells])
 
     def subset(self, cell_index: torch.Tensor | Sequence[int]) -> Screen:
         """Keep only the given sorted cells (in that order); sequences are re-indexed to the
@@ -141,16 +137,43 @@ def gather_entries(cell_ptr: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(start, counts, output_size=total) + within
 
 
+def _check_screen_args(n_cells: int, moi: float, threshold: float) -> None:
+    if not isinstance(n_cells, int | np.integer) or n_cells < 1:
+        raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
+    if not np.isfinite(moi) or moi <= 0:
+        raise ValueError(f"moi must be > 0 (the mean number of sequences per cell), got {moi!r}")
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold}")
+
+
+def _simulate_chunk(
+    library: SequenceLibrary,
+    n: int,
+    moi: float,
+    oracle: Oracle,
+    threshold: float,
+    rng: np.random.Generator,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray, int]:
+    """``n`` cells (eq. 5, App. C): the sorted cells' entry tokens, sequence counts, cell
+    counts and entry activities, and the number of unsorted cells."""
+    counts = rng.poisson(moi, size=n)
+    tokens = library.sample(int(counts.sum()), generator)
+    act = oracle.sample(oracle.strength(tokens), rng=rng)
+    cell = np.repeat(np.arange(n), counts)
+    y = np.bincount(cell, weights=act, minlength=n)  # the cell reports the sum
+    keep_cell = y > threshold
+    keep_entry = torch.from_numpy(keep_cell[cell])
+    n0 = int((~keep_cell).sum())
+    return tokens[keep_entry], counts[keep_cell], y[keep_cell], act[keep_entry.numpy()], n0
+
+
 def simulate_screen(
     library: SequenceLibrary,
     n_cells: int,
     moi: float,
     *,
-    s0: float = 0.1,
-    mult: float = 10.0,
-    patterns=DEFAULT_PATTERNS,
-    compound: bool = True,
-    phi: float = PHI,
+    oracle: Oracle = Oracle(),  # noqa: B008 - a frozen (immutable) default
     threshold: float = 0.0,
     generator: torch.Generator | None = None,
     chunk_cells: int = 200_000,
@@ -165,8 +188,8 @@ def simulate_screen(
         Number of cells screened (fixed across MOIs, as in the paper).
     moi
         Poisson mean of the number of sequences per cell (eq. 5). Must be > 0.
-    s0, mult, patterns, compound, phi
-        The oracle (see :func:`liftkit.lift.oracle.motif_strength`); ``phi`` is the NB dispersion.
+    oracle
+        Strength s(x) of each sequence and its NB noise (patterns, s0, mult, compound, phi).
     threshold
         Cells with ``y > threshold`` are sorted and sequenced; lost from the paper (S: 0, i.e.
         "hits are non-zero counts", as in LeaVS).
@@ -181,33 +204,16 @@ def simulate_screen(
         Sorted cells only, with ``n0`` counting the others. Each entry's ground-truth activity
         and each unique sequence's strength are attached.
     """
-    if not isinstance(n_cells, int | np.integer) or n_cells < 1:
-        raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
-    if not np.isfinite(moi) or moi <= 0:
-        raise ValueError(f"moi must be > 0 (the mean number of sequences per cell), got {moi!r}")
-    if threshold < 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    _check_screen_args(n_cells, moi, threshold)
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    kept_tokens, kept_counts, kept_y, kept_act = [], [], [], []
-    n0 = 0
-    for lo in range(0, int(n_cells), chunk_cells):
-        n = min(chunk_cells, int(n_cells) - lo)
-        counts = rng.poisson(moi, size=n)
-        tokens = library.sample(int(counts.sum()), generator)
-        strength = motif_strength(tokens, s0=s0, mult=mult, patterns=patterns, compound=compound)
-        act = sample_activity(strength, phi=phi, rng=rng)
-        cell = np.repeat(np.arange(n), counts)
-        y = np.bincount(cell, weights=act, minlength=n)
-        keep_cell = y > threshold
-        n0 += int((~keep_cell).sum())
-        keep_entry = torch.from_numpy(keep_cell[cell])
-        kept_tokens.append(tokens[keep_entry])
-        kept_counts.append(counts[keep_cell])
-        kept_y.append(y[keep_cell])
-        kept_act.append(act[keep_entry.numpy()])
-    tokens = torch.cat(kept_tokens)
+    parts = [
+        _simulate_chunk(library, min(chunk_cells, int(n_cells) - lo), moi, oracle, threshold,
+                        rng, generator)
+        for lo in range(0, int(n_cells), chunk_cells)
+    ]
+    tokens, kept_counts, kept_y, kept_act, n0s = zip(*parts, strict=True)
     counts = torch.from_numpy(np.concatenate(kept_counts)).long()
-    uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+    uniq, inverse = torch.unique(torch.cat(tokens), dim=0, return_inverse=True)
     ptr = torch.zeros(len(counts) + 1, dtype=torch.long)
     ptr[1:] = torch.cumsum(counts, 0)
     return Screen(
@@ -215,21 +221,10 @@ def simulate_screen(
         cell_ptr=ptr,
         seq_idx=inverse.reshape(-1),
         y=torch.from_numpy(np.concatenate(kept_y)).float(),
-        n0=n0,
+        n0=sum(n0s),
         n_cells=int(n_cells),
         moi=float(moi),
         threshold=float(threshold),
         seq_activity=torch.from_numpy(np.concatenate(kept_act)).float(),
-        seq_strength=motif_strength(uniq, s0=s0, mult=mult, patterns=patterns, compound=compound),
+        seq_strength=oracle.strength(uniq),
     )
-
-
-def sorted_fraction_exact(
-    strengths: torch.Tensor, probs: torch.Tensor, moi: float, phi: float = PHI
-) -> float:
-    """Closed-form fraction of cells with y > 0 for a discrete library (App. D, eq. 38 form).
-
-    With per-sequence NB activities, P(y = 0) = exp(-MOI * sum_x p(x) [1 - (1 + s(x)/phi)^-phi]).
-    """
-    p0 = (1 + strengths.double() / phi) ** (-phi)
-    return float(1 - torch.exp(-moi * (probs.double() * (1 - p0)).sum()))

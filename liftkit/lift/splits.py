@@ -29,7 +29,6 @@ __all__ = [
     "ClonePool",
     "Split",
     "component_split",
-    "component_sizes",
     "MOIEstimate",
     "estimate_moi",
     "truncated_poisson_pmf",
@@ -51,11 +50,19 @@ class ClonePool(SequenceLibrary):
     would be its own component. ``n_clones`` relative to the number of sequences delivered sets
     how often sequences recur (our choice, S). Training still uses ``base`` as p(x): it is the
     model the lab knows.
+
+    Examples
+    --------
+    >>> from liftkit.lift.library import EmpiricalLibrary
+    >>> base = EmpiricalLibrary(["CARDW", "CARGW", "CAKDW"])
+    >>> pool = ClonePool(base, n_clones=2, generator=torch.Generator().manual_seed(0))
+    >>> len(torch.unique(pool.sample(50), dim=0)) <= 2
+    True
     """
 
     def __init__(
         self, base: SequenceLibrary, n_clones: int, generator: torch.Generator | None = None
-    ):
+    ) -> None:
         if int(n_clones) < 1:
             raise ValueError(f"n_clones must be >= 1, got {n_clones}")
         self.base = base
@@ -90,12 +97,6 @@ def _cell_components(screen: Screen) -> tuple[np.ndarray, int]:
     return cell_labels, int(uniq.size)
 
 
-def component_sizes(screen: Screen) -> np.ndarray:
-    """Number of cells in each connected component of the cell-sequence graph (LIFT App. E)."""
-    labels, n_comp = _cell_components(screen)
-    return np.bincount(labels, minlength=n_comp)
-
-
 @dataclass
 class Split:
     """A train/test split of a screen's sorted cells by whole components.
@@ -112,6 +113,12 @@ class Split:
         Cells per component, for every component.
     giant_fraction
         Fraction of sorted cells in the largest component.
+
+    Examples
+    --------
+    >>> split = component_split(screen, 0.1)  # doctest: +SKIP
+    >>> split.train.n_sorted + split.test.n_sorted == screen.n_sorted  # doctest: +SKIP
+    True
     """
 
     train: Screen
@@ -132,6 +139,47 @@ def _apportion(screen: Screen, sub: Screen, n_part: int) -> Screen:
     return replace(sub, n0=n0, n_cells=n_part + n0)
 
 
+def _test_components(sizes: np.ndarray, target: float, seed: int) -> np.ndarray:
+    """Components taken whole into the test set: shuffled (seeded), those larger than the target
+    skipped, then the longest prefix whose running total of cells stays within ``target``."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(sizes.size)
+    cand = order[sizes[order] <= target]
+    take = cand[np.cumsum(sizes[cand]) <= target]
+    if take.size == 0:
+        raise ValueError(
+            f"no component fits in a test set of {target:.0f} cells (the smallest has "
+            f"{sizes.min()}): raise test_fraction, or split a lower-MOI screen"
+        )
+    return take
+
+
+def _warn_unbalanced(giant: float, giant_warn: float, n_test: int, target: float) -> None:
+    """Warn (at the caller of :func:`component_split`) about a giant component and a test set
+    under half its target."""
+    if giant > giant_warn:
+        warnings.warn(
+            f"one connected component holds {giant:.0%} of the cells; it stays in train and the "
+            "test set comes from the smaller components",
+            stacklevel=3,
+        )
+    if n_test < 0.5 * target:
+        warnings.warn(
+            f"test set has {n_test} cells, under half the {target:.0f} asked: too few cells lie "
+            "outside the largest components",
+            stacklevel=3,
+        )
+
+
+def _split_screen(screen: Screen, test_mask: np.ndarray, sizes: np.ndarray, giant: float) -> Split:
+    """The :class:`Split` whose test part is the sorted cells where ``test_mask`` is true."""
+    train_cells = np.flatnonzero(~test_mask)
+    test_cells = np.flatnonzero(test_mask)
+    train = _apportion(screen, screen.subset(torch.from_numpy(train_cells)), train_cells.size)
+    test = _apportion(screen, screen.subset(torch.from_numpy(test_cells)), test_cells.size)
+    return Split(train, test, train_cells, test_cells, sizes, float(giant))
+
+
 def component_split(
     screen: Screen, test_fraction: float = 0.1, seed: int = 0, giant_warn: float = 0.5
 ) -> Split:
@@ -150,11 +198,27 @@ def component_split(
     ``giant_warn`` of the cells, and when the small components cannot fill the test target (the
     test set is then smaller than asked; lower the MOI of the split or accept the smaller set).
 
+    Parameters
+    ----------
+    screen
+        The screen to split (its sorted cells).
+    test_fraction
+        Largest share of the sorted cells in the test set, in (0, 1).
+    seed
+        Seeds the order in which components are offered to the test set.
+    giant_warn
+        Warn when the largest component holds more than this share of the cells.
+
     Raises
     ------
     ValueError
         If ``test_fraction`` is not in (0, 1), the screen has no sorted cell, or no component
         fits in the test set.
+
+    Examples
+    --------
+    >>> split = component_split(screen, test_fraction=0.1, seed=0)  # doctest: +SKIP
+    >>> split.size_table()  # doctest: +SKIP
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -164,38 +228,13 @@ def component_split(
     labels, n_comp = _cell_components(screen)
     sizes = np.bincount(labels, minlength=n_comp)
     target = test_fraction * n
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n_comp)
-    fits = sizes[order] <= target
-    cand = order[fits]
-    take = cand[np.cumsum(sizes[cand]) <= target]
-    if take.size == 0:
-        raise ValueError(
-            f"no component fits in a test set of {target:.0f} cells (the smallest has "
-            f"{sizes.min()}): raise test_fraction, or split a lower-MOI screen"
-        )
+    take = _test_components(sizes, target, seed)
     giant = sizes.max() / n
-    if giant > giant_warn:
-        warnings.warn(
-            f"one connected component holds {giant:.0%} of the cells; it stays in train and the "
-            "test set comes from the smaller components",
-            stacklevel=2,
-        )
     in_test = np.zeros(n_comp, dtype=bool)
     in_test[take] = True
     test_mask = in_test[labels]
-    n_test = int(test_mask.sum())
-    if n_test < 0.5 * target:
-        warnings.warn(
-            f"test set has {n_test} cells, under half the {target:.0f} asked: too few cells lie "
-            "outside the largest components",
-            stacklevel=2,
-        )
-    train_cells = np.flatnonzero(~test_mask)
-    test_cells = np.flatnonzero(test_mask)
-    train = _apportion(screen, screen.subset(torch.from_numpy(train_cells)), train_cells.size)
-    test = _apportion(screen, screen.subset(torch.from_numpy(test_cells)), test_cells.size)
-    return Split(train, test, train_cells, test_cells, sizes, float(giant))
+    _warn_unbalanced(giant, giant_warn, int(test_mask.sum()), target)
+    return _split_screen(screen, test_mask, sizes, giant)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,11 +274,23 @@ def estimate_moi(
     are size-biased Poisson, ``n - 1 ~ Poisson(lam)``, so ``lam_hat = mean(n) - 1`` with standard
     error ``sqrt(lam_hat / N)``. The truth lies between the two when hits are not rare.
 
+    Parameters
+    ----------
+    seqs_per_cell
+        Number of sequences in each sequenced (sorted) cell, all >= 1.
+    model
+        ``"ztp"`` (the paper's) or ``"size_biased"`` (see above).
+
     Raises
     ------
     ValueError
         On empty input, non-integer counts, or any cell with zero sequences (those are never
         sequenced: pass sorted cells only).
+
+    Examples
+    --------
+    >>> round(estimate_moi(np.array([1, 1, 2, 3])).moi, 3)
+    1.247
     """
     n = torch.as_tensor(seqs_per_cell).detach().cpu().numpy().ravel()
     if n.size == 0:
@@ -269,7 +320,13 @@ def estimate_moi(
 # subsampling to a lower MOI
 # ----------------------------------------------------------------------------------------------
 def truncated_poisson_pmf(n: np.ndarray, lam: float) -> np.ndarray:
-    """``TP(n; lam) = lam^n e^-lam / (n! (1 - e^-lam))`` for ``n >= 1`` (0 for ``n < 1``)."""
+    """``TP(n; lam) = lam^n e^-lam / (n! (1 - e^-lam))`` for ``n >= 1`` (0 for ``n < 1``).
+
+    Examples
+    --------
+    >>> truncated_poisson_pmf(np.array([0, 1, 2]), 1.0).round(3)
+    array([0.   , 0.582, 0.291])
+    """
     from scipy import stats
 
     n = np.asarray(n)
@@ -279,15 +336,7 @@ def truncated_poisson_pmf(n: np.ndarray, lam: float) -> np.ndarray:
 HitsRule = Literal["nonempty", "sequences"]
 
 
-def subsample_indices(
-    seqs_per_cell: torch.Tensor | np.ndarray,
-    target_moi: float,
-    moi_hat: float,
-    seed: int = 0,
-    hits_rule: HitsRule = "nonempty",
-) -> np.ndarray:
-    """Indices of the cells kept by :func:`subsample_to_moi` (see there for the rule)."""
-    n = torch.as_tensor(seqs_per_cell).detach().cpu().numpy().ravel().astype(np.int64)
+def _check_subsample(n: np.ndarray, target_moi: float, moi_hat: float) -> None:
     if n.size == 0:
         raise ValueError("no cells to subsample")
     if np.any(n < 1):
@@ -301,6 +350,31 @@ def subsample_indices(
             f"target_moi={target_moi} exceeds the screen's MOI {moi_hat:.3g}: subsampling can "
             "only lower the MOI"
         )
+
+
+def subsample_indices(
+    seqs_per_cell: torch.Tensor | np.ndarray,
+    target_moi: float,
+    moi_hat: float,
+    seed: int = 0,
+    hits_rule: HitsRule = "nonempty",
+) -> np.ndarray:
+    """Indices of the cells kept by :func:`subsample_to_moi` (see there for the rule).
+
+    Raises
+    ------
+    ValueError
+        No cells, a cell with zero sequences, a non-positive MOI, ``target_moi > moi_hat``, or
+        an unknown ``hits_rule``.
+
+    Examples
+    --------
+    >>> n = np.repeat([1, 2, 3], [60, 30, 10])
+    >>> subsample_indices(n, target_moi=0.5, moi_hat=1.2, seed=0).size
+    56
+    """
+    n = torch.as_tensor(seqs_per_cell).detach().cpu().numpy().ravel().astype(np.int64)
+    _check_subsample(n, target_moi, moi_hat)
     M = n.size
     if hits_rule == "nonempty":
         m_new = M * np.expm1(-target_moi) / np.expm1(-moi_hat)
@@ -369,6 +443,12 @@ def subsample_to_moi(
         The screen's MOI; by default :func:`estimate_moi` of its sequence counts.
     hits_rule
         ``"nonempty"`` or ``"sequences"``, as above.
+
+    Examples
+    --------
+    >>> low = subsample_to_moi(train_screen, target_moi=0.5, seed=0)  # doctest: +SKIP
+    >>> low.moi  # doctest: +SKIP
+    0.5
     """
     if moi_hat is None:
         moi_hat = estimate_moi(screen.seqs_per_cell()).moi

@@ -16,7 +16,19 @@ import torch
 
 @dataclass
 class ToyScreen:
-    """Counts of each variant in each cell (sparse, cells x variants), readouts and the truth."""
+    """Counts of each variant in each cell (sparse, cells x variants), readouts and the truth.
+
+    Attributes
+    ----------
+    counts
+        ``n_ik``, cells x variants (CSR).
+    y
+        Readout of each cell.
+    beta
+        True activity of each variant.
+    moi
+        The multiplicity of infection it was drawn at.
+    """
 
     counts: sp.csr_matrix
     y: np.ndarray
@@ -25,6 +37,7 @@ class ToyScreen:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n_cells, n_variants)``."""
         return self.counts.shape
 
 
@@ -40,7 +53,19 @@ def toy_pooled_screen(
     """Simulate the toy screen (LIFT eqs 5, 10-11 with uniform w_k = 1/K and Gaussian noise).
 
     Counts per cell and variant are independent Poisson(MOI / n_variants) (Prop 5.2), drawn in
-    one vectorised call; ``n_active`` variants have activity ``effect``, the rest zero.
+    one vectorised call; ``n_active`` variants have activity ``effect``, the rest zero. It is the
+    manifest's ``toy_pooled_screen`` (``liftkit.data.load("toy_pooled_screen")``).
+
+    Raises
+    ------
+    ValueError
+        Sizes below 1, ``moi <= 0``, or ``n_active`` outside ``[0, n_variants]``.
+
+    Examples
+    --------
+    >>> screen = toy_pooled_screen(n_cells=100, n_variants=20, moi=3.0)
+    >>> screen.shape, int((screen.beta != 0).sum())
+    ((100, 20), 10)
     """
     if n_cells < 1 or n_variants < 1:
         raise ValueError("n_cells and n_variants must be >= 1")

@@ -28,6 +28,9 @@ TABLE1_ROWS = [
     ("SAMS-VAE", "corr"),
 ]
 
+#: Options of the mask prior and guide, which models without masks do not take.
+MASK_OPTIONS = ("mask_prior", "alpha", "beta_ab", "temperature", "mask_init")
+
 #: Paper names of the inference families.
 GUIDE_LABELS = {
     "mf": "amortized MF",
@@ -61,13 +64,30 @@ def fit_model(
     device: str = "auto",
     **model_kw,
 ) -> PerturbVAE:
-    """Build ``MODELS[name]`` with ``guide`` and train it (SAMS-VAE App. A.1 minibatch SVI)."""
+    """Build ``MODELS[name]`` with ``guide`` and train it (SAMS-VAE App. A.1 minibatch SVI).
+
+    Parameters
+    ----------
+    name, guide
+        A key of :data:`~liftkit.perturb.model.MODELS` and an inference family (sec. 2.3).
+    train
+        Training cells.
+    seed
+        Seeds the initialisation and the minibatches.
+    steps, batch_size, lr, n_particles
+        Of :meth:`~liftkit.perturb.model.PerturbVAE.train`.
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    **model_kw
+        Passed to the model; the mask options (``mask_prior``, ``alpha``, ``beta_ab``,
+        ``temperature``, ``mask_init``) are dropped for models without masks, so that one set
+        of options serves every row of Table 1.
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {list(MODELS)}")
-    if name == "SAMS-VAE" or name == "SVAE+":
-        kw = model_kw
-    else:
-        kw = {k: v for k, v in model_kw.items() if k not in ("alpha", "mask_prior", "beta_ab")}
+    kw = model_kw
+    if not MODELS[name].module_class.has_mask:
+        kw = {k: v for k, v in model_kw.items() if k not in MASK_OPTIONS}
     model = MODELS[name](train, guide=guide, seed=seed, device=device, **kw)
     model.train(
         steps, batch_size=batch_size, lr=lr, n_particles=n_particles, seed=seed, show_progress=False
@@ -102,8 +122,7 @@ def evaluate_model(
     row["ate_pearson_overall"] = r["overall"]
     if top_k is not None:
         row["ate_pearson_top"] = ate_pearson(ate, de, top_k=top_k)["mean"]
-    has_mask = model.kind in ("sams", "svae+")
-    if truth is not None and has_mask:
+    if truth is not None and model.module.has_mask:
         probs = model.mask_probabilities().loc[model.perturbation_names].to_numpy()
         rec = mask_recovery(truth["mask"], probs)
         row["mask_accuracy"] = rec["accuracy"]
