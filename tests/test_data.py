@@ -126,7 +126,7 @@ def test_fetch_refuses_unrecorded_checksum(tmp_path, server, monkeypatch, capsys
     url, _ = server
     monkeypatch.setenv("LIFTKIT_DATA_DIR", str(tmp_path / "cache"))
     manifest = write_manifest(tmp_path, [remote(f"{url}/file.csv", None)])
-    with pytest.raises(RuntimeError, match="no sha256 recorded"):
+    with pytest.raises(RuntimeError, match="no checksum recorded"):
         data.fetch("tiny", path=manifest)
     assert data.fetch("tiny", path=manifest, allow_unverified=True).exists()
     assert "record it in data_manifest.yaml" in capsys.readouterr().out
@@ -159,3 +159,30 @@ def test_environment_yml_matches_pip_route(root):
     assert pip == ["-e .[book,test]"]
     pyproject = (root / "pyproject.toml").read_text()
     assert "book = [" in pyproject and "test = [" in pyproject
+
+
+def test_fetch_verifies_an_md5_checksum(tmp_path, server, monkeypatch):
+    url, folder = server
+    monkeypatch.setenv("LIFTKIT_DATA_DIR", str(tmp_path / "cache"))
+    entry = remote(f"{url}/file.csv", None)
+    entry["checksum"] = "md5:" + hashlib.md5((folder / "file.csv").read_bytes()).hexdigest()
+    manifest = write_manifest(tmp_path, [entry])
+    assert data.get_entry("tiny", manifest).known_hash == entry["checksum"]
+    assert data.load("tiny", path=manifest).shape == (2, 2)
+    entry["checksum"] = "md5:" + "f" * 32
+    (tmp_path / "cache" / "tiny.csv").unlink()
+    with pytest.raises(RuntimeError, match="checksum mismatch"):
+        data.fetch("tiny", path=write_manifest(tmp_path, [entry]))
+    assert not (tmp_path / "cache" / "tiny.csv").exists()
+
+
+def test_legacy_sha256_field_is_the_known_hash(tmp_path):
+    manifest = write_manifest(tmp_path, [remote("https://h/x.csv", "ab" * 32)])
+    assert data.get_entry("tiny", manifest).known_hash == "sha256:" + "ab" * 32
+    assert data.list_datasets(manifest)["checksum"].tolist() == ["sha256:" + "ab" * 32]
+
+
+def test_remote_without_loader_refuses_parameters(tmp_path):
+    manifest = write_manifest(tmp_path, [remote("http://127.0.0.1:9/file.csv", "a" * 64)])
+    with pytest.raises(ValueError, match="remote without a loader and takes no parameters"):
+        data.load("tiny", path=manifest, n_top_genes=10)

@@ -62,11 +62,11 @@ def _check_fetchable(entry: DatasetEntry, allow_unverified: bool) -> None:
         raise ValueError(
             f"dataset {entry.name!r} is synthetic: call liftkit.data.load({entry.name!r}) instead"
         )
-    if entry.sha256 is None and not allow_unverified:
+    if entry.known_hash is None and not allow_unverified:
         raise RuntimeError(
-            f"dataset {entry.name!r} has no sha256 recorded in the manifest, so a download cannot "
-            "be verified; pass allow_unverified=True (CLI: --allow-unverified) once and record "
-            "the printed hash in data_manifest.yaml"
+            f"dataset {entry.name!r} has no checksum recorded in the manifest, so a download "
+            "cannot be verified; pass allow_unverified=True (CLI: --allow-unverified) once and "
+            "record the printed hash in data_manifest.yaml"
         )
 
 
@@ -74,7 +74,7 @@ def _retrieve(entry: DatasetEntry, url: str, folder: Path, progressbar: bool) ->
     """One mirror through pooch; a checksum mismatch becomes a RuntimeError naming the fix."""
     import pooch
 
-    known_hash = f"sha256:{entry.sha256}" if entry.sha256 else None
+    known_hash = entry.known_hash
     try:
         local = pooch.retrieve(
             url, known_hash=known_hash, fname=_cached_name(entry), path=folder,
@@ -84,13 +84,14 @@ def _retrieve(entry: DatasetEntry, url: str, folder: Path, progressbar: bool) ->
         if "hash" in str(err).lower():
             raise _ChecksumMismatch(
                 f"checksum mismatch for dataset {entry.name!r} from {url}: the download was "
-                "discarded. The source changed or is corrupt; check the url and sha256 in "
-                "data_manifest.yaml"
+                "discarded (truncated, corrupt, or the source changed); retry, or check the url "
+                f"and checksum ({known_hash}) in data_manifest.yaml"
             ) from err
         raise
     if known_hash is None:
         print(
-            f"sha256 of {entry.name!r} (record it in data_manifest.yaml): {pooch.file_hash(local)}"
+            f"sha256 of {entry.name!r} (record it in data_manifest.yaml as checksum: "
+            f"sha256:{pooch.file_hash(local)})"
         )
     return Path(local)
 
@@ -104,9 +105,10 @@ def fetch(
 ) -> Path:
     """Download a remote dataset (or reuse the cached copy) and return its local path.
 
-    The file is checked against the manifest's sha256. An entry whose sha256 is ``null`` (not yet
-    recorded) is refused unless ``allow_unverified=True``; the hash of what was downloaded is
-    then printed so it can be added to the manifest.
+    The file is checked against the manifest's checksum, in the provider's algorithm (``md5`` or
+    ``sha256``, :attr:`~liftkit.data.manifest.DatasetEntry.known_hash`). An entry without one
+    (not yet recorded) is refused unless ``allow_unverified=True``; the sha256 of what was
+    downloaded is then printed so it can be added to the manifest.
 
     Parameters
     ----------
@@ -115,7 +117,7 @@ def fetch(
     path
         The manifest file (default :func:`liftkit.data.manifest.manifest_path`).
     allow_unverified
-        Accept an entry without a recorded sha256 (and print the hash to record).
+        Accept an entry without a recorded checksum (and print the hash to record).
     progressbar
         Show pooch's download progress bar.
 
@@ -124,18 +126,19 @@ def fetch(
     ValueError
         Unknown name, or a synthetic entry (use :func:`liftkit.data.load`).
     RuntimeError
-        Checksum mismatch (nothing is kept), no sha256 recorded, or no network and no cached copy.
+        Checksum mismatch (nothing is kept), no checksum recorded, or no network and no cached
+        copy.
 
     Examples
     --------
-    >>> fetch("norman2019", allow_unverified=True)  # doctest: +SKIP
+    >>> fetch("norman2019")  # doctest: +SKIP
     PosixPath('.../liftkit/norman2019.h5ad')
     """
     entry = get_entry(name, path)
     _check_fetchable(entry, allow_unverified)
     folder = cache_dir()
     target = folder / _cached_name(entry)
-    if target.exists() and entry.sha256 is None:
+    if target.exists() and entry.known_hash is None:
         return target
     errors = []
     for url in entry.urls:

@@ -76,7 +76,8 @@ def _read_file(entry: DatasetEntry, local: str | Path) -> Any:
     Raises
     ------
     ValueError
-        A format with no reader for remote files.
+        A format with no reader for remote files, or a file that cannot be read (truncated or
+        corrupt): the message says to delete it and fetch again.
 
     Examples
     --------
@@ -84,9 +85,9 @@ def _read_file(entry: DatasetEntry, local: str | Path) -> Any:
     >>> _read_file(e, "t.csv")  # doctest: +SKIP
     """
     if entry.format in ("anndata", "h5ad"):
-        import anndata
+        from liftkit.data.perturbseq import read_h5ad_checked
 
-        return anndata.read_h5ad(local)
+        return read_h5ad_checked(local)
     if entry.format == "csv":
         import pandas as pd
 
@@ -102,8 +103,11 @@ def load(
     """Load a dataset by manifest name.
 
     Synthetic entries call their generator with the manifest's ``params`` updated by ``params``;
-    remote entries are fetched with :func:`liftkit.data.fetch` (checksum verified) and read by
-    their format. The result's shape is checked against the manifest.
+    remote entries are fetched with :func:`liftkit.data.fetch` (checksum verified), then given to
+    their ``loader`` (``loader(path, **params)``, the manifest's ``params`` updated by
+    ``params``; e.g. :func:`liftkit.data.perturbseq.load_scperturb`, which returns model-ready
+    perturb-seq) or, without one, read by their format. The result's shape is checked against
+    the manifest.
 
     Parameters
     ----------
@@ -112,14 +116,15 @@ def load(
     path
         The manifest file (default: the repository's ``data_manifest.yaml``).
     allow_unverified
-        Remote entries only: accept one without a recorded sha256.
+        Remote entries only: accept one without a recorded checksum.
     **params
-        Synthetic entries only: generator parameters overriding the manifest's.
+        Generator (synthetic) or loader (remote) parameters overriding the manifest's.
 
     Raises
     ------
     ValueError
-        Unknown name, parameters given for a remote entry, or a generator that cannot be imported.
+        Unknown name, parameters given for a remote entry without a loader, or a generator or
+        loader that cannot be imported.
     RuntimeError
         A shape that differs from the manifest's, or a failed download.
 
@@ -128,6 +133,7 @@ def load(
     >>> screen = load("toy_pooled_screen", n_cells=400, moi=2.0)  # doctest: +SKIP
     >>> screen.shape  # doctest: +SKIP
     (400, 200)
+    >>> norman = load("norman2019", n_top_genes=2000)  # doctest: +SKIP
     """
     entry = get_entry(name, path)
     if entry.kind == "synthetic":
@@ -135,10 +141,18 @@ def load(
         obj = import_generator(entry.generator or "")(**merged)
         _check_shape(entry, obj, merged)
         return obj
-    if params:
+    if params and not entry.loader:
         raise ValueError(
-            f"dataset {name!r} is remote and takes no parameters, got {sorted(params)}"
+            f"dataset {name!r} is remote without a loader and takes no parameters, got "
+            f"{sorted(params)}"
         )
-    obj = _read_file(entry, fetch(name, path=path, allow_unverified=allow_unverified))
+    local = fetch(name, path=path, allow_unverified=allow_unverified)
+    if entry.loader:
+        merged = {**entry.params, **params}
+        if entry.obs_columns:
+            merged.setdefault("obs_columns", entry.obs_columns)
+        obj = import_generator(entry.loader)(local, **merged)
+    else:
+        obj = _read_file(entry, local)
     _check_shape(entry, obj, {})
     return obj

@@ -2,8 +2,9 @@
 
 Every dataset a chapter uses is an entry of the repository's ``data_manifest.yaml`` (its header
 documents the fields). Synthetic entries name a generator ``"package.module:function"`` and its
-default parameters; remote entries list URLs (mirrors, tried in order) and the checksum every
-download must match. :mod:`liftkit.data.download` fetches remote entries and
+default parameters; remote entries list URLs (mirrors, tried in order), the checksum every
+download must match (in the provider's algorithm: ``checksum: "md5:..."`` or
+``"sha256:..."``), and optionally a ``loader`` that turns the file into a model-ready object. :mod:`liftkit.data.download` fetches remote entries and
 :mod:`liftkit.data.loaders` turns any entry into its object.
 """
 
@@ -29,6 +30,8 @@ FORMATS = ("anndata", "h5ad", "screen", "arrays", "csv")
 REQUIRED = ("name", "kind", "format", "description", "license", "citation")
 ENV_MANIFEST = "LIFTKIT_MANIFEST"
 _HEX = frozenset("0123456789abcdef")
+#: Checksum algorithms a manifest may record, and the hex length of each (pooch verifies both).
+HASH_LENGTHS = {"md5": 32, "sha256": 64}
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,29 @@ class DatasetEntry:
     params: dict[str, Any] = field(default_factory=dict)
     urls: tuple[str, ...] = ()
     sha256: str | None = None
+    checksum: str | None = None
     size: int | None = None
     shape: tuple[Any, ...] | None = None
     filename: str | None = None
+    loader: str | None = None
+    obs_columns: tuple[str, ...] = ()
+    unverified: str | None = None
+
+    @property
+    def known_hash(self) -> str | None:
+        """The checksum every download must match, as ``"algorithm:hex"`` (pooch's form).
+
+        ``checksum`` when given (the provider's algorithm, e.g. ``"md5:..."``), else the legacy
+        ``sha256`` field; ``None`` when neither is recorded.
+
+        Examples
+        --------
+        >>> DatasetEntry("d", "remote", "h5ad", "d", "l", "c", sha256="a" * 64).known_hash[:9]
+        'sha256:aa'
+        """
+        if self.checksum:
+            return self.checksum
+        return f"sha256:{self.sha256}" if self.sha256 else None
 
 
 def manifest_path() -> Path:
@@ -97,6 +120,23 @@ def _check_kind(raw: dict[str, Any], where: str) -> None:
         sha = raw.get("sha256")
         if sha is not None and (len(str(sha)) != 64 or not set(str(sha)) <= _HEX):
             raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits or null")
+        _check_checksum(raw.get("checksum"), sha, where)
+    if raw.get("loader") is not None and ":" not in str(raw["loader"]):
+        raise ValueError(f"{where}: loader must be 'package.module:function'")
+
+
+def _check_checksum(checksum: Any, sha: Any, where: str) -> None:
+    """``checksum`` is ``"md5:<32 hex>"`` or ``"sha256:<64 hex>"``; not given with ``sha256``."""
+    if checksum is None:
+        return
+    if sha is not None:
+        raise ValueError(f"{where} gives both sha256 and checksum: keep one (checksum)")
+    algorithm, _, digest = str(checksum).partition(":")
+    if HASH_LENGTHS.get(algorithm) != len(digest) or not set(digest) <= _HEX:
+        raise ValueError(
+            f"{where}: checksum {checksum!r} must be 'md5:<32 hex digits>' or "
+            "'sha256:<64 hex digits>' (lowercase), or null"
+        )
 
 
 def _parse_entry(raw: dict[str, Any], source: str | Path = "<manifest>") -> DatasetEntry:
@@ -128,6 +168,7 @@ def _parse_entry(raw: dict[str, Any], source: str | Path = "<manifest>") -> Data
     values = dict(raw)
     values["urls"] = tuple(raw.get("urls") or ())
     values["params"] = dict(raw.get("params") or {})
+    values["obs_columns"] = tuple(raw.get("obs_columns") or ())
     if raw.get("shape") is not None:
         values["shape"] = tuple(raw["shape"])
     return DatasetEntry(**values)
@@ -174,6 +215,9 @@ def read_manifest(path: str | Path | None = None) -> dict[str, DatasetEntry]:
 def list_datasets(path: str | Path | None = None) -> pd.DataFrame:
     """The manifest as a table, one row per dataset (what ``liftkit data list`` prints).
 
+    The ``checksum`` column is :attr:`DatasetEntry.known_hash` (``"md5:..."``, ``"sha256:..."``
+    or ``None`` for synthetic entries and remote ones not yet recorded).
+
     Examples
     --------
     >>> list_datasets()[["name", "kind"]].head(1)  # doctest: +SKIP
@@ -182,8 +226,11 @@ def list_datasets(path: str | Path | None = None) -> pd.DataFrame:
     """
     import pandas as pd
 
-    columns = ("name", "kind", "format", "shape", "license", "description")
-    rows = [{c: getattr(e, c) for c in columns} for e in read_manifest(path).values()]
+    columns = ("name", "kind", "format", "shape", "license", "checksum", "description")
+    rows = [
+        {c: e.known_hash if c == "checksum" else getattr(e, c) for c in columns}
+        for e in read_manifest(path).values()
+    ]
     return pd.DataFrame(rows, columns=list(columns))
 
 
