@@ -10,7 +10,7 @@ DETERMINISTIC := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 LIFTKIT_PROGRESS=0 PYDEVD_D
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 CHAPTERS ?=
 
-.PHONY: all setup book test unit smoke nbval lint bench regold clean
+.PHONY: all setup book test unit smoke nbval lint bench regold mutants clean
 
 all: book
 
@@ -47,6 +47,17 @@ regold: $(STAMP)
 
 bench: $(STAMP)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# Mutation testing of the formula modules (slow; not part of `make test`): mutmut 3 in a scratch
+# copy of the repository, configured by tests/mutmut.cfg; the score and the surviving mutants
+# judged harmless are in tests/MUTANTS.md. Needs the `mutants` extra (pip install -e ".[mutants]").
+MUTDIR := _build/mutants
+mutants: $(STAMP)
+	@$(BIN)/python -c "import mutmut" 2>/dev/null || { echo 'mutmut missing: $(BIN)/pip install -e ".[mutants]"'; exit 1; }
+	rm -rf $(MUTDIR) && mkdir -p $(MUTDIR)
+	tar --exclude=./.venv --exclude=./.git --exclude=./_build --exclude=./runs -cf - . | tar -xf - -C $(MUTDIR)
+	cp tests/mutmut.cfg $(MUTDIR)/setup.cfg
+	cd $(MUTDIR) && $(DETERMINISTIC) $(CURDIR)/$(BIN)/mutmut run --max-children 2; $(CURDIR)/$(BIN)/mutmut results
 
 clean:
 	rm -rf _build runs .pytest_cache

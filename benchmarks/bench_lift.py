@@ -7,11 +7,18 @@ call, ``index_add``) with a straightforward per-cell loop
 and reports peak memory (resident set size). Prints a table; not a test.
 
     .venv/bin/python benchmarks/bench_lift.py [--steps 30] [--device auto]
+    .venv/bin/python benchmarks/bench_lift.py --converged [--replicates 1]
+
+``--converged`` instead times whole fits trained to convergence at the Figure 2 chapter's default
+settings (6,000 cells, OLGA pool, 16-channel CNN, minibatches of 256 cells, budget 300 epochs,
+early stopping with patience 5): CPU seconds (``time.process_time``, one thread) per fit, epochs
+run, and whether the budget bound the fit, at each MOI, for LIFT and conventional training.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import resource
 import time
@@ -43,6 +50,44 @@ def time_steps(net, opt, screen, batches, loop: bool) -> float:
     return time.perf_counter() - t0
 
 
+def converged(replicates: int, device: str) -> None:
+    """CPU seconds per converged fit at each MOI (the chapter's default profile)."""
+    from liftkit.lift.experiment import moi_experiment
+    from liftkit.lift.library import make_library
+
+    torch.set_num_threads(1)
+    lib = make_library("olga", pool_size=20000, seed=0)
+    fit_kw = dict(epochs=300, batch_size=256, lr=1e-2, n_mc=128, patience=5, val_min=100,
+                  mc_pool=20000, net_kw=dict(channels=16, hidden=16))
+    out = moi_experiment(lib, (0.1, 0.3, 1.0, 3.0, 10.0), 6000, replicates, n_test=50000,
+                         fit_kw=fit_kw, seed=0, device=device)
+    t = out.table.groupby(["moi", "method"]).agg(
+        sorted_cells=("n_sorted", "median"), cpu_s=("cpu_seconds", "median"),
+        cpu_s_max=("cpu_seconds", "max"), epochs=("epochs_run", "median"),
+        bound=("bound", "sum"), fits=("bound", "size"))
+    print(f"# converged fits ({platform.machine()}, 1 thread, device {device}, "
+          f"{replicates} replicate(s)); total CPU s {out.table.cpu_seconds.sum():.0f}")
+    print(t.round(1).to_string())
+
+
+def paper_scale(device: str, steps: int = 8) -> None:
+    """CPU seconds per step and per epoch of LIFT at the chapter's ``paper`` profile (1e5 cells,
+    site library, 64 channels, minibatches of 512 cells), from ``steps`` timed steps."""
+    torch.set_num_threads(1)
+    lib = SiteIndependentLibrary.from_olga(20000)
+    print(f"# paper-profile LIFT steps ({platform.machine()}, 1 thread, device {device})")
+    for moi in (1.0, 10.0):
+        screen = simulate_screen(lib, 100_000, moi, generator=torch.Generator().manual_seed(0))
+        fit_lift(screen, lib, steps=2, batch_size=512, n_mc=512, eval_every=10**9,
+                 net_kw=dict(channels=64, hidden=64), show_progress=False, device=device)
+        res = fit_lift(screen, lib, steps=steps, batch_size=512, n_mc=512, eval_every=10**9,
+                       net_kw=dict(channels=64, hidden=64), show_progress=False, device=device)
+        per_step = res.cpu_seconds / steps
+        per_epoch = per_step * math.ceil(0.9 * screen.n_sorted / 512)
+        print(f"MOI {moi:g}: {screen.n_sorted} sorted cells, {per_step:.2f} CPU s/step, "
+              f"{per_epoch:.0f} CPU s/epoch")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30, help="minibatch steps per measurement")
@@ -51,7 +96,16 @@ def main() -> None:
     ap.add_argument("--n-cells", type=int, default=4000)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    ap.add_argument("--converged", action="store_true", help="time fits trained to convergence")
+    ap.add_argument("--replicates", type=int, default=1, help="replicates for --converged")
+    ap.add_argument("--paper", action="store_true", help="time steps at the paper profile")
     args = ap.parse_args()
+    if args.paper:
+        paper_scale(args.device)
+        return
+    if args.converged:
+        converged(args.replicates, args.device)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)

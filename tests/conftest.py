@@ -39,3 +39,14 @@ def write_chapter(folder: Path, name: str, parameters: str, body: str, title: st
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def one_thread():
+    """Small batches train fastest on one thread on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -133,7 +133,8 @@ def test_no_machine_paths_in_the_repository():
     hits = []
     for rel in files:
         path = root / rel
-        if path.suffix in {".png", ".jpg", ".svg"} or not path.is_file():
+        # this file spells the pattern and its examples out
+        if path.suffix in {".png", ".jpg", ".svg"} or not path.is_file() or path.resolve() == Path(__file__).resolve():
             continue
         for i, line in enumerate(path.read_text(errors="ignore").splitlines(), 1):
             if MACHINE_PATH.search(line):

@@ -1,5 +1,6 @@
 """Tier 2: every executable chapter of _toc.yml runs at profile="smoke"."""
 
+import nbformat
 import pytest
 
 from liftkit.companion.goldens import GOLDEN_PARAMETERS, toc_chapters, toc_pages
@@ -28,6 +29,10 @@ def test_chapter_declares_profile(chapter):
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.stem for c in CHAPTERS])
 def test_chapter_smoke_run(chapter, tmp_path):
-    nb = run_chapter(chapter, tmp_path / f"{chapter.stem}.ipynb", GOLDEN_PARAMETERS)
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
+    # run_chapter raises (and writes nothing) when a cell fails; what is left to check is that
+    # the run went through every cell and wrote the notebook it returned.
+    out = tmp_path / f"{chapter.stem}.ipynb"
+    nb = run_chapter(chapter, out, GOLDEN_PARAMETERS)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "a cell did not run"
+    assert out.exists() and nbformat.read(out, as_version=4).cells == nb.cells

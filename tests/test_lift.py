@@ -8,7 +8,17 @@ import pytest
 import torch
 from scipy import stats
 
-from liftkit.lift.experiment import evaluate, make_test_set, moi_experiment, predict
+from liftkit.lift.experiment import (
+    ALT_PATTERNS,
+    TestSet,
+    constants_grid,
+    evaluate,
+    make_test_set,
+    moi_experiment,
+    oracle_ceiling,
+    predict,
+    summarise_pr_auc,
+)
 from liftkit.lift.library import EmpiricalLibrary, SiteIndependentLibrary
 from liftkit.lift.nets import SeqCNN
 from liftkit.lift.objectives import (
@@ -18,10 +28,11 @@ from liftkit.lift.objectives import (
     pooled_mean,
     pooled_mean_loop,
     single_leavs_log_p0,
+    validation_size,
 )
 from liftkit.lift.oracle import Oracle, pattern_matrix
 from liftkit.lift.screen import simulate_screen
-from liftkit.lift.train import fit_conventional, fit_lift, train
+from liftkit.lift.train import budget_steps, default_eval_every, fit_conventional, fit_lift, train
 from liftkit.metrics import pr_auc
 from liftkit.stats import nb_log_cdf, nb_log_prob
 
@@ -120,15 +131,6 @@ def test_bad_input(site_lib):
         fit_lift(ok, site_lib, steps=1, moi=-1.0)
 
 
-@pytest.fixture
-def one_thread():
-    """Small batches train fastest on one thread on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow
 def test_small_lift_training_learns_motifs(site_lib, one_thread):
     """LIFT at MOI 5 beats chance PR AUC clearly and ranks patterned sequences above others."""
@@ -222,3 +224,113 @@ def test_fits_use_a_given_falsy_module(site_lib):
         res = fit(scr, site_lib, net=net, steps=2, batch_size=8, n_mc=8, mc_pool=64,
                   show_progress=False, device="cpu")
         assert res.net is net  # trained in place, not replaced by a default SeqCNN
+
+
+def test_budget_in_epochs_and_validation_floor():
+    # 1000 units in batches of 128: 8 steps per epoch (the last batch is refilled)
+    assert budget_steps(1000, 128, epochs=10, steps=None) == 80
+    assert budget_steps(1000, 128, epochs=10, steps=7) == 7  # an explicit step budget wins
+    assert budget_steps(5, 128, epochs=3, steps=None) == 3
+    assert default_eval_every(1000, 128) == 10 and default_eval_every(50_000, 128) == 100
+    assert default_eval_every(3000, 128) == 24
+    with pytest.raises(ValueError, match="epochs"):
+        budget_steps(10, 2, epochs=0, steps=None)
+    # 10% of the sorted cells, but at least val_min, and never more than half
+    assert validation_size(5000, 0.1, 100) == 500
+    assert validation_size(400, 0.1, 100) == 100
+    assert validation_size(40, 0.1, 100) == 20
+    assert validation_size(3, 0.1, 100) == 1
+    assert validation_size(400, 0.0, 100) == 0
+
+
+def test_loop_records_whether_the_budget_bound_it():
+    stops = train(_ScriptedObjective([5.0, 2.0, 1.0, 4.0, 6.0, 7.0, 8.0]), steps=100, lr=0.1,
+                  eval_every=2, patience=3, show_progress=False)
+    assert not stops.bound and stops.steps_run == 12 and stops.budget_steps == 100
+    assert stops.epochs_run == pytest.approx(12 * 2 / 4)
+    bound = train(_ScriptedObjective([5.0, 4.0, 3.0]), steps=6, lr=0.1, eval_every=2,
+                  patience=3, show_progress=False)
+    assert bound.bound and bound.best_step == 6 and bound.steps_run == 6
+    assert bound.cpu_seconds >= 0
+
+
+def _test_set(strength, label):
+    strength, label = torch.as_tensor(strength).float(), torch.as_tensor(label)
+    return TestSet(tokens=torch.zeros(len(label), 1, dtype=torch.long), y=label.float(),
+                   strength=strength, label=label)
+
+
+def test_oracle_ceiling():
+    # strength separates the labels: the ceiling is 1
+    assert oracle_ceiling(_test_set([1, 1, 5, 5], [False, False, True, True])) == 1.0
+    # one tied block: random orderings, whose mean AP tends to the positive rate (0.1)
+    rng = np.random.default_rng(0)
+    label = rng.random(20000) < 0.1
+    assert oracle_ceiling(_test_set(np.ones(20000), label)) == pytest.approx(label.mean(), abs=0.01)
+    # two blocks: top block 50% positive (100 items), bottom block 1% positive (1000 items);
+    # an independent Monte Carlo of AP under random orderings within blocks
+    label = np.r_[np.arange(100) < 50, np.arange(1000) < 10]
+    strength = np.r_[np.full(100, 2.0), np.ones(1000)]
+    aps = []
+    for _ in range(400):
+        order = np.lexsort((rng.random(1100), -strength))
+        hits = label[order]
+        prec = np.cumsum(hits) / np.arange(1, 1101)
+        aps.append(prec[hits].mean())
+    got = oracle_ceiling(_test_set(strength, label), tie_breaks=200)
+    assert got == pytest.approx(np.mean(aps), abs=0.01)
+    assert np.isnan(oracle_ceiling(_test_set([1, 2], [False, False])))
+
+
+def test_leavs_cell_noise_matches_the_gamma_integral():
+    """noise='cell': P(y=0) = E_G exp(-moi E_p[1 - exp(-G f)]), G ~ Gamma(phi, 1/phi), a 1-D
+    integral computed with scipy (LIFT eq. 36 with a cell-level NB)."""
+    from scipy import integrate
+
+    f = torch.tensor([0.05, 0.2, 1.0, 3.0], dtype=torch.float64)
+    moi, phi = 2.0, 2.28
+
+    def integrand(g):
+        return stats.gamma.pdf(g, phi, scale=1 / phi) * math.exp(
+            -moi * float((1 - torch.exp(-g * f)).mean()))
+
+    exact = math.log(integrate.quad(integrand, 0, np.inf)[0])
+    gen = torch.Generator().manual_seed(0)
+    est = float(leavs_log_p0(f, moi, phi, estimator="cells", n_cells_mc=400_000,
+                             generator=gen, noise="cell"))
+    assert est == pytest.approx(exact, abs=0.005)
+    seq = float(leavs_log_p0(f, moi, phi, noise="sequence"))
+    assert abs(seq - exact) > 0.02  # the two noise models differ measurably
+    with pytest.raises(ValueError, match="noise"):
+        leavs_log_p0(f, moi, phi, noise="poisson")
+
+
+def test_constants_grid_reads_the_lost_constants(site_lib):
+    grid = constants_grid(site_lib, s0s=(0.1, 3.0), compounds=(True, False),
+                          sort_thresholds=(0.0, 20.0), label_thresholds=(10.0,),
+                          n_cells=2000, n_test=20000)
+    assert len(grid) == 2 * 2 * 2
+    g = grid.set_index(["s0", "compound", "sort_threshold"])
+    # "any pattern" with s0 = 0.1 caps the mean at 1: y > 10 is (almost) never reached
+    assert g.loc[(0.1, False, 0.0), "chance"] < 1e-3
+    # a higher sorting threshold sorts fewer cells
+    assert g.loc[(3.0, True, 20.0), "sorted @ MOI 10"] < g.loc[(3.0, True, 0.0), "sorted @ MOI 10"]
+    assert grid.ceiling.dropna().between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_figure2_claims_hold_for_another_motif_set(site_lib, one_thread):
+    """Converged fits at 6,000 cells, with the second motif set: LIFT's replicate range at MOI 10
+    lies above its range at MOI 0.3, and LIFT beats conventional training at MOI 10 by more
+    than the replicate spread (the chapter's claims, not its motifs)."""
+    out = moi_experiment(site_lib, mois=[0.3, 10.0], n_cells=6000, replicates=2,
+                         oracle=Oracle(patterns=ALT_PATTERNS), n_test=50000,
+                         fit_kw=dict(epochs=300, batch_size=256, lr=1e-2, n_mc=128, patience=5,
+                                     net_kw=dict(channels=16, hidden=16)),
+                         seed=3, device="cpu")
+    s = summarise_pr_auc(out.table, out.ceiling).set_index(["method", "moi"])
+    assert not out.table.bound.any()
+    assert s.loc[("LIFT", 10.0), "min"] > s.loc[("LIFT", 0.3), "max"]
+    spread = max(s.loc[("LIFT", 10.0), "sd"], s.loc[("conventional", 10.0), "sd"])
+    assert s.loc[("LIFT", 10.0), "mean"] - s.loc[("conventional", 10.0), "mean"] > spread
+    assert s.loc[("LIFT", 10.0), "mean"] > 20 * out.chance

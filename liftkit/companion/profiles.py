@@ -1,6 +1,9 @@
-"""Helpers every chapter uses: parameter profiles ("smoke", "default", "paper") and their display.
+"""Helpers every chapter uses: parameter profiles and their display.
 
-A chapter's ``parameters`` cell sets ``profile`` ("smoke" | "default" | "paper") and every other
+Profiles: ``"smoke"`` (seconds: does the chapter run; the goldens), ``"check"`` (the smallest
+scale at which each of the chapter's registered claims is decided, run by ``make test``),
+``"default"`` (what the book shows) and ``"paper"`` (the papers' scale, meant for a GPU or a
+sweep). A chapter's ``parameters`` cell sets ``profile`` and every other
 parameter to ``None``; :func:`configure` fills each ``None`` from the profile's table, so a
 papermill parameter (``liftkit run book/x.md -p n_cells 20000``) overrides one value and the
 profile supplies the rest.
@@ -11,7 +14,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-PROFILES = ("smoke", "default", "paper")
+PROFILES = ("smoke", "check", "default", "paper")
 
 
 def configure(profile: str, table: dict[str, dict[str, Any]], **given: Any) -> SimpleNamespace:
@@ -20,8 +23,9 @@ def configure(profile: str, table: dict[str, dict[str, Any]], **given: Any) -> S
     Parameters
     ----------
     profile
-        One of ``"smoke"`` (seconds, for tests), ``"default"`` (the book, minutes on a 2-core
-        CPU) or ``"paper"`` (paper scale, meant for a GPU).
+        One of ``"smoke"`` (seconds, for tests), ``"check"`` (claims decided, for tests),
+        ``"default"`` (the book, minutes on a 2-core CPU) or ``"paper"`` (paper scale, meant for
+        a GPU).
     table
         ``{profile: {name: value}}`` giving each parameter's value per profile.
     **given

@@ -51,6 +51,7 @@ def leavs_log_p0(
     estimator: str = "auto",
     n_cells_mc: int | None = None,
     generator: torch.Generator | None = None,
+    noise: str = "sequence",
 ) -> torch.Tensor:
     """Monte Carlo estimate of log P(y <= tau) for a cell of the screen (LIFT eq. 36, App. D).
 
@@ -71,11 +72,19 @@ def leavs_log_p0(
         ``"cells"``: the literal eq. 36: simulate ``n_cells_mc`` cells with Poisson(MOI)
         sequences drawn from ``f_mc`` and average P(y <= tau | cell); per-sequence NB when
         tau = 0, else a cell-level NB(sum f) CDF (the likelihood's noise model, eq. 6).
-        ``"auto"``: ``"pgf"`` when tau = 0, else ``"cells"``.
+        ``"auto"``: ``"pgf"`` when tau = 0 and ``noise="sequence"``, else ``"cells"``.
     n_cells_mc
-        Simulated cells for ``"cells"`` (default ``len(f_mc)``).
+        Simulated cells for ``"cells"`` (default ``max(len(f_mc), 256)``).
     generator
         Torch generator of the ``"cells"`` estimator's Poisson counts and picks.
+    noise
+        p_noise inside eq. 36. ``"sequence"``: each sequence of the cell draws its own
+        NB(f(x_j), phi) and the cell reports the sum (the simulator of App. C). ``"cell"``:
+        one NB(sum_j f(x_j), phi) per cell, the noise model of the data term (eq. 6), so that
+        both terms of the objective use one likelihood. The paper's eq. 36 writes one
+        P_noise for both; which one its code used is not stated (S). With ``"cell"`` the
+        estimator is always ``"cells"`` (no closed form; the exact value is a 1-D integral
+        over the NB's gamma mixing variable).
 
     Returns
     -------
@@ -84,23 +93,26 @@ def leavs_log_p0(
     """
     if moi <= 0:
         raise ValueError(f"moi must be > 0, got {moi}")
+    if noise not in ("sequence", "cell"):
+        raise ValueError(f"unknown LeaVS noise {noise!r}: use 'sequence' or 'cell'")
     if estimator == "auto":
-        estimator = "pgf" if threshold == 0 else "cells"
+        estimator = "pgf" if threshold == 0 and noise == "sequence" else "cells"
     phi_t = torch.as_tensor(phi, dtype=f_mc.dtype, device=f_mc.device)
     # log P(y_seq = 0) for one sequence with per-sequence NB noise
     log_g = -phi_t * torch.log1p(f_mc / phi_t)
     if estimator == "pgf":
-        if threshold != 0:
-            raise ValueError("the 'pgf' LeaVS estimator needs threshold 0: use estimator='cells'")
+        if threshold != 0 or noise != "sequence":
+            raise ValueError("the 'pgf' LeaVS estimator needs threshold 0 and per-sequence "
+                             "noise: use estimator='cells'")
         return -moi * (1 - torch.exp(log_g)).mean()
     if estimator != "cells":
         raise ValueError(f"unknown LeaVS estimator {estimator!r}: use 'auto', 'pgf' or 'cells'")
-    n = len(f_mc) if n_cells_mc is None else int(n_cells_mc)
+    n = max(len(f_mc), 256) if n_cells_mc is None else int(n_cells_mc)
     counts = torch.poisson(torch.full((n,), float(moi)), generator=generator).long()
     total = int(counts.sum())
     pick = torch.randint(0, len(f_mc), (total,), generator=generator).to(f_mc.device)
     owner = torch.repeat_interleave(torch.arange(n), counts).to(f_mc.device)
-    if threshold == 0:
+    if threshold == 0 and noise == "sequence":
         log_cell = torch.zeros(n, dtype=f_mc.dtype, device=f_mc.device).index_add(
             0, owner, log_g[pick]
         )
@@ -285,14 +297,29 @@ def _check_screen(screen: Screen, min_cells: int = 2) -> None:
         )
 
 
-def _split_cells(n: int, val_frac: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random (train, validation) split of n sorted cells; validation holds >= 1 cell when
-    ``val_frac > 0`` and training always holds >= 1."""
+def validation_size(n: int, val_frac: float, val_min: int = 100) -> int:
+    """Validation cells out of n sorted cells: ``max(val_frac * n, min(val_min, n // 2))``.
+
+    The floor ``val_min`` (S) keeps early stopping from watching a handful of cells on small
+    screens (10% of 40 sorted cells is 4); it never takes more than half the cells. With
+    ``val_frac = 0`` there is no validation set. Training always keeps >= 1 cell.
+    """
     if not 0 <= val_frac < 1:
         raise ValueError(f"val_frac must be in [0, 1), got {val_frac}")
+    if val_min < 0:
+        raise ValueError(f"val_min must be >= 0, got {val_min}")
+    if val_frac == 0:
+        return 0
+    n_val = max(int(round(val_frac * n)), min(int(val_min), n // 2), 1)
+    return min(n_val, n - 1)
+
+
+def _split_cells(
+    n: int, val_frac: float, gen: torch.Generator, val_min: int = 100
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random (train, validation) split of n sorted cells (sizes: :func:`validation_size`)."""
+    n_val = validation_size(n, val_frac, val_min)
     perm = torch.randperm(n, generator=gen)
-    n_val = int(round(val_frac * n)) if val_frac > 0 else 0
-    n_val = min(max(n_val, 1 if val_frac > 0 else 0), n - 1)
     return perm[n_val:], perm[:n_val]
 
 
@@ -322,8 +349,9 @@ class ScreenObjective(Objective):
         Cells per minibatch (conventional training converts it to pairs).
     n_mc, mc_pool
         Monte Carlo samples per step and the size of the pool they are drawn from.
-    val_frac
-        Fraction of sorted cells held out for validation (early stopping).
+    val_frac, val_min
+        Fraction of sorted cells held out for validation (early stopping), and the floor in
+        cells of that set (see :func:`validation_size`).
     dedupe
         Evaluate each distinct sequence of a minibatch once.
     seed
@@ -345,6 +373,7 @@ class ScreenObjective(Objective):
         phi_init: float = 1.0,
         learn_phi: bool = True,
         val_frac: float = 0.1,
+        val_min: int = 100,
         dedupe: bool = True,
         seed: int = 0,
     ) -> None:
@@ -355,7 +384,8 @@ class ScreenObjective(Objective):
         self.screen, self.l1, self.n_mc, self.dedupe, self.seed = screen, l1, n_mc, dedupe, seed
         self.batch_size = batch_size
         # draws in a fixed order (split, then pool): the seed fixes both
-        self.train_cells, self.val_cells = _split_cells(screen.n_sorted, val_frac, generator)
+        self.train_cells, self.val_cells = _split_cells(screen.n_sorted, val_frac, generator,
+                                                           val_min)
         self.scr = screen.to(self.device)
         self.n0_eff = screen.n0 * len(self.train_cells) / screen.n_sorted
         self.use_leavs = leavs and screen.n0 > 0
@@ -429,8 +459,10 @@ class LiftObjective(ScreenObjective):
     ----------
     moi
         MOI of the LeaVS term; defaults to ``screen.moi`` (known) or pass an estimate.
-    leavs_estimator
-        Estimator of eq. 36 (see :func:`leavs_log_p0`).
+    leavs_estimator, leavs_noise
+        Estimator of eq. 36 and its noise model (see :func:`leavs_log_p0`): ``"sequence"``
+        (default: per-sequence NB, the simulator's noise, exact PGF at tau = 0) or ``"cell"``
+        (the data term's cell-level NB, one likelihood for both terms).
     **kw
         As :class:`ScreenObjective`.
     """
@@ -445,13 +477,16 @@ class LiftObjective(ScreenObjective):
         *,
         moi: float | None = None,
         leavs_estimator: str = "auto",
+        leavs_noise: str = "sequence",
         **kw,
     ) -> None:
         moi = screen.moi if moi is None else float(moi)
         if moi <= 0:
             raise ValueError(f"moi must be > 0, got {moi}")
         super().__init__(screen, library, net, **kw)
-        self.moi, self.leavs_estimator = moi, leavs_estimator
+        if leavs_noise not in ("sequence", "cell"):
+            raise ValueError(f"unknown LeaVS noise {leavs_noise!r}: use 'sequence' or 'cell'")
+        self.moi, self.leavs_estimator, self.leavs_noise = moi, leavs_estimator, leavs_noise
         self.n_units = len(self.train_cells)
         self.batch_units = min(self.batch_size, self.n_units)
         self.train_dev = self.train_cells.to(self.device)
@@ -474,7 +509,7 @@ class LiftObjective(ScreenObjective):
 
     def _log_p0(self, f_mc, phi, generator):
         return leavs_log_p0(f_mc, self.moi, phi, self.screen.threshold, self.leavs_estimator,
-                            generator=generator)
+                            generator=generator, noise=self.leavs_noise)
 
 
 class ConventionalObjective(ScreenObjective):

@@ -10,8 +10,12 @@
 - :mod:`~liftkit.perturb.evaluation`: model ATE and data DE (section 3.2).
 - :mod:`~liftkit.perturb.model`: the AnnData-facing ``SAMSVAE``, ``CPAVAE``,
   ``ConditionalVAE``, ``SVAEPlus``.
+- :mod:`~liftkit.perturb.training`: the training loop (validation, early stopping, best-weight
+  restore, budget in epochs, schedules; App. A.3).
 - :mod:`~liftkit.perturb.simulate`: ``simulate_perturb_seq``, perturb-seq with known masks.
-- :mod:`~liftkit.perturb.experiment`: the Table 1 experiment.
+- :mod:`~liftkit.perturb.experiment`: the Table 1 experiment (``python -m
+  liftkit.perturb.experiment table1`` writes the converged table with provenance) and the
+  mask-settling study.
 
 Every equation, section and appendix number in this subpackage is the SAMS-VAE paper's (the LIFT
 numbers of :mod:`liftkit.lift` and the book's Derivations appendix are a different sequence).

@@ -9,6 +9,8 @@ The model's IWELBO (section 3.1) is :func:`liftkit.perturb.objectives.iwelbo`.
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -92,9 +94,16 @@ def average_treatment_effect(
 
 
 def log_normalise(x: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
-    """``log1p(target_sum * x / library size)`` per cell (SAMS-VAE App. A.3)."""
-    lib = x.sum(1, keepdims=True)
-    return np.log1p(target_sum * x / np.maximum(lib, 1.0))
+    """``log1p(target_sum * x / library size)`` per cell (SAMS-VAE App. A.3), by scanpy
+    (``sc.pp.normalize_total`` then ``sc.pp.log1p``); empty cells stay at zero."""
+    import scanpy as sc  # imported here: scanpy is slow to import and only the DE needs it
+
+    a = ad.AnnData(np.array(x, dtype=np.float64))  # a copy: scanpy normalises in place
+    with warnings.catch_warnings():  # "some cells have zero counts": they stay at zero
+        warnings.simplefilter("ignore", UserWarning)
+        sc.pp.normalize_total(a, target_sum=target_sum)
+    sc.pp.log1p(a)
+    return np.asarray(a.X)
 
 
 def differential_expression(

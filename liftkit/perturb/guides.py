@@ -191,17 +191,18 @@ class MeanFieldEmbedding(EmbeddingGuide):
 class CorrelatedEmbedding(EmbeddingGuide):
     """``q(e_t | m_t) = N(f_emb([m_t, onehot(t)]))`` (SAMS-VAE eq. 5).
 
-    ``f_emb`` is a one-layer :class:`~liftkit.perturb.nets.ResMLP`; the one-hot half of its
-    input is a learned hidden-space row per perturbation.
+    ``f_emb`` is a :class:`~liftkit.perturb.nets.ResMLP` with ``n_layers`` hidden layers (one by
+    default; the paper does not give its depth, the reference implementation allows several);
+    the one-hot half of its input is a learned hidden-space row per perturbation.
     """
 
-    def __init__(self, n_perts: int, n_latent: int, hidden: int) -> None:
+    def __init__(self, n_perts: int, n_latent: int, hidden: int, n_layers: int = 1) -> None:
         super().__init__()
         self.shape = (n_perts, n_latent)
         # draws the T x D numbers a mean-field location would take, unused here, so that a seed
         # initialises f_emb as it always did (the numbers in the book depend on it)
         torch.randn(n_perts, n_latent)
-        self.net = ResMLP(n_latent, 2 * n_latent, hidden, 1)
+        self.net = ResMLP(n_latent, 2 * n_latent, hidden, n_layers)
         self.onehot = nn.Parameter(0.1 * torch.randn(n_perts, hidden))
 
     def params(self, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ Each model class names its module class; everything else is shared.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 from typing import Any, ClassVar
 
 import anndata as ad
@@ -30,7 +30,8 @@ from liftkit.perturb.modules import (
     SVAEPlusModule,
 )
 from liftkit.perturb.setup import Conditions, dosage_rows, read_counts, read_dosage
-from liftkit.utils import progress, resolve_device, set_seed
+from liftkit.perturb.training import StoppingRule, TrainingRecord, fit_module
+from liftkit.utils import resolve_device, set_seed
 
 
 class PerturbVAE:
@@ -88,6 +89,7 @@ class PerturbVAE:
         self.n_t = self._d.sum(0)
         self.library_sizes = self._x.sum(1)
         self.history: list[float] = []
+        self.record: TrainingRecord | None = None
 
     # ------------------------------------------------------------------ data
     def _set_conditions(self, d: np.ndarray) -> None:
@@ -118,65 +120,99 @@ class PerturbVAE:
         )
 
     # ------------------------------------------------------------------ training
-    def _minibatches(self, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
-        """Cell indices of shuffled passes over the training cells (a pass's tail is dropped)."""
-        n = self._x.shape[0]
-        order = torch.randperm(n, generator=gen).to(self.device)
-        pos = 0
-        while True:
-            if pos + batch_size > n:
-                order = torch.randperm(n, generator=gen).to(self.device)
-                pos = 0
-            yield order[pos : pos + batch_size]
-            pos += batch_size
-
     def train(
         self,
-        max_steps: int = 1000,
+        max_steps: int | None = None,
         batch_size: int = 256,
         lr: float = 3e-3,
         weight_decay: float = 1e-6,
         n_particles: int = 1,
         seed: int = 0,
         show_progress: bool = True,
+        *,
+        max_epochs: float | None = None,
+        validation: ad.AnnData | None = None,
+        val_particles: int = 1,
+        eval_every: int = 50,
+        patience: int = 10,
+        min_delta: float = 0.01,
+        lr_schedule: str = "constant",
+        clip_norm: float | None = None,
+        mask_lr: float | None = None,
     ) -> list[float]:
         """Adam on the minibatch loss of SAMS-VAE App. A.1
-        (:func:`~liftkit.perturb.objectives.negative_elbo`).
+        (:func:`~liftkit.perturb.objectives.negative_elbo`), with optional validation.
 
-        Paper: lr 3e-4, weight decay 1e-6, batch 512, 150k steps; the defaults here suit the
-        book's small simulations.
+        Paper (App. A.3): lr 3e-4, weight decay 1e-6, batch 512, 150k steps, the checkpoint
+        (every 2,000 steps) with the best validation ELBO kept. Here: the best evaluation is
+        kept and the fit stops early; the budget in epochs, the schedule, clipping and a
+        separate mask rate are our choices (:mod:`liftkit.perturb.training`).
+
+        Parameters
+        ----------
+        max_steps, max_epochs
+            The budget in steps, or in epochs (passes over the training cells); one of them
+            (default: 1000 steps).
+        batch_size, lr, weight_decay, n_particles, seed
+            Minibatch size, Adam's rate and weight decay, particles ``P`` of the loss, and the
+            seed of the minibatches and of the sampling noise.
+        show_progress
+            A progress bar (also subject to ``LIFTKIT_PROGRESS``).
+        validation
+            Held-out cells; without them the fit runs its whole budget and keeps its last
+            weights.
+        val_particles, eval_every, patience, min_delta
+            Validation value (negative per-cell IWELBO with ``val_particles``), evaluated every
+            ``eval_every`` steps; stop after ``patience`` evaluations without an improvement of
+            ``min_delta`` nats per cell (:class:`~liftkit.perturb.training.StoppingRule`).
+        lr_schedule, clip_norm
+            ``"constant"``, ``"plateau"`` or ``"cosine"``; gradient-norm clipping (None: off).
+        mask_lr
+            Learning rate of the mask logits (None: ``lr``;
+            :func:`~liftkit.perturb.training.param_groups`).
 
         Returns
         -------
         list of float
             The per-step losses (negative minibatch ELBO per cell), also appended to
-            ``self.history``.
+            ``self.history``; the :class:`~liftkit.perturb.training.TrainingRecord` is
+            ``self.record``.
         """
-        if max_steps < 1 or batch_size < 1 or n_particles < 1:
-            raise ValueError("max_steps, batch_size and n_particles must be >= 1")
+        n = self._x.shape[0]
+        max_steps = self._budget(max_steps, max_epochs, min(batch_size, n), n)
+        if batch_size < 1 or n_particles < 1 or eval_every < 1:
+            raise ValueError("batch_size, n_particles and eval_every must be >= 1")
         set_seed(seed)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        batches = self._minibatches(min(batch_size, self._x.shape[0]), gen)
-        opt = torch.optim.Adam(
-            self.module.parameters(), lr=lr, weight_decay=weight_decay, fused=True
+        val = None if validation is None else self._tensors(validation)
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            x, d = self._x[idx], self._d[idx]
+            return objectives.negative_elbo(self.module, x, d, self.n_t, n_particles)
+
+        losses, self.record = fit_module(
+            self.module, loss_fn, n, max_steps=max_steps, batch_size=batch_size, lr=lr,
+            weight_decay=weight_decay, seed=seed, val=val, val_particles=val_particles,
+            eval_every=eval_every, stopping=StoppingRule(patience, min_delta),
+            lr_schedule=lr_schedule, clip_norm=clip_norm, mask_lr=mask_lr,
+            show_progress=show_progress,
         )
-        self.module.train()
-        losses = []
-        # plain range when silent: importing tqdm.auto can itself warn inside notebooks
-        steps = range(max_steps)
-        if show_progress:
-            steps = progress(steps, desc=type(self).__name__)
-        for _, idx in zip(steps, batches, strict=False):  # batches never run out
-            loss = objectives.negative_elbo(
-                self.module, self._x[idx], self._d[idx], self.n_t, n_particles
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        self.module.eval()
         self.history.extend(losses)
         return losses
+
+    @staticmethod
+    def _budget(max_steps: int | None, max_epochs: float | None, batch_size: int, n: int = 0
+                ) -> int:
+        """Steps of a budget given in steps or in epochs."""
+        if max_steps is not None and max_epochs is not None:
+            raise ValueError("give the budget as max_steps or as max_epochs, not both")
+        if max_epochs is not None:
+            if max_epochs <= 0:
+                raise ValueError(f"max_epochs must be > 0, got {max_epochs}")
+            return max(1, math.ceil(max_epochs * max(1, n // batch_size)))
+        steps = 1000 if max_steps is None else max_steps
+        if steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {steps}")
+        return steps
 
     # ------------------------------------------------------------------ evaluation
     def iwelbo(
@@ -192,6 +228,23 @@ class PerturbVAE:
         return objectives.iwelbo(
             self.module, x, d, n_particles, seed=seed, max_elements=max_elements
         )
+
+    def basal_latent(self, adata: ad.AnnData | None = None) -> np.ndarray:
+        """Guide mean of each cell's basal state ``z^b`` (conditional VAE: of ``z``),
+        ``[N, D]``; see :meth:`~liftkit.perturb.modules.PerturbModule.basal_mean`."""
+        x, d = self._tensors(adata)
+        self.module.eval()
+        return self.module.basal_mean(x, d).cpu().numpy()
+
+    def posterior_predictive(self, adata: ad.AnnData | None = None, seed: int = 0) -> np.ndarray:
+        """One posterior predictive replicate of each cell's counts, ``[N, G]`` (sec. 2.2), for
+        predictive checks; see :meth:`~liftkit.perturb.modules.PerturbModule.posterior_predictive`."""
+        x, d = self._tensors(adata)
+        self.module.eval()
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        with torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
+            torch.manual_seed(seed)
+            return self.module.posterior_predictive(x, d, gen).cpu().numpy()
 
     @torch.no_grad()
     def mask_probabilities(self) -> pd.DataFrame:

@@ -238,6 +238,44 @@ class PerturbModule(nn.Module):
         ``[P, B, D]`` (the generative direction, used by the ATE of sec. 3.2)."""
         return u.expand(u.shape[0], d.shape[0], u.shape[-1])
 
+    # ------------------------------------------------------------------ representations
+    def mean_shift(self, d: torch.Tensor) -> torch.Tensor | None:
+        """A point estimate of each cell's latent offset ``[1, B, D]`` (None: no offset)."""
+        return None
+
+    def basal_of(self, u: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+        """The basal state of the encoder's variable ``u``: ``u`` itself here."""
+        return u
+
+    @torch.no_grad()
+    def basal_mean(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """Mean of the basal state ``z^b`` under the guide, ``[B, D]`` (our summary for
+        embeddings and disentanglement metrics): the encoder's location, fed the point-estimate
+        offset ``mean_shift(d)`` in the correlated families (eq. 5)."""
+        shift = self.mean_shift(d)
+        loc, _ = self.encoder(x, self.encoder_condition(d, shift))
+        return self.basal_of(loc, shift).reshape(-1, x.shape[0], self.n_latent)[0]
+
+    @torch.no_grad()
+    def posterior_predictive(
+        self, x: torch.Tensor, d: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """One replicate ``x_rep ~ p(x | z) q(z | x, d)`` per cell, ``[B, G]`` (sec. 2.2).
+
+        Globals and the per-cell latent are drawn from the guide (with ``generator``), then
+        counts from the NB likelihood with each cell's observed library size
+        (``torch.distributions.NegativeBinomial``, which draws from the global generator).
+        """
+        glob = self.sample_globals(1, generator)
+        z = self.local_terms(x, d, glob, 1, generator=generator).z[0]
+        log_rho = self.decode_log_rho(z, d)
+        log_mean = log_rho + x.sum(-1, keepdim=True).clamp_min(1.0).log()
+        # mean theta * exp(logits) = l * rho, inverse dispersion theta (sec. 2.2)
+        nb = torch.distributions.NegativeBinomial(
+            total_count=self.log_theta.exp(), logits=log_mean - self.log_theta
+        )
+        return nb.sample()
+
     # ------------------------------------------------------------------ model terms
     def decode_log_rho(self, z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """``log rho = log_softmax(f_theta(z))`` over genes (sec. 2.2), ``[..., B, G]``."""
@@ -322,6 +360,10 @@ class LatentShiftModule(PerturbModule):
         """``z = u + z^p``: the noise plays the basal state (SVAE+: the prior's noise)."""
         return u + self.latent_shift(glob, d)
 
+    def mean_shift(self, d: torch.Tensor) -> torch.Tensor | None:
+        """``d @ mean_effect()``, ``[1, B, D]``."""
+        return (d @ self.mean_effect()).unsqueeze(0)
+
 
 class CPAVAEModule(LatentShiftModule):
     """CPA-VAE (SAMS-VAE sec. 2.4): ``z = z^b + sum_t d_t e_t``, every mask fixed to 1.
@@ -329,7 +371,8 @@ class CPAVAEModule(LatentShiftModule):
     Priors ``e_t ~ N(0, I)`` and ``z^b ~ N(0, I)``; guide ``q(e_t)`` and ``q(z^b | x)`` or, with
     ``guide="corr_basal"`` (or ``"corr"``), ``q(z^b | x, z^p)``. With masks fixed to 1,
     ``q(e_t | m_t)`` is just ``q(e_t)``: ``"corr_emb"`` is mean field and ``"corr"`` is
-    ``"corr_basal"``.
+    ``"corr_basal"``. ``emb_layers`` is the depth of the ``q(e_t | m_t)`` network of the
+    correlated-embedding families (used by subclasses with masks).
     """
 
     def __init__(
@@ -340,10 +383,11 @@ class CPAVAEModule(LatentShiftModule):
         hidden: int = 128,
         n_layers: int = 1,
         guide: str = "mf",
+        emb_layers: int = 1,
     ) -> None:
         super().__init__(n_genes, n_perts, n_latent, hidden, n_layers, guide)
         self.embedding = (
-            CorrelatedEmbedding(n_perts, n_latent, hidden)
+            CorrelatedEmbedding(n_perts, n_latent, hidden, emb_layers)
             if self.correlated_embedding
             else MeanFieldEmbedding(n_perts, n_latent)
         )
@@ -401,6 +445,8 @@ class SAMSVAEModule(CPAVAEModule):
         Of the :class:`MaskPrior`.
     temperature, mask_init
         Of the :class:`~liftkit.perturb.guides.MaskGuide`.
+    emb_layers
+        Depth of the ``q(e_t | m_t)`` network (correlated-embedding families; our default 1).
     """
 
     has_mask = True
@@ -418,9 +464,10 @@ class SAMSVAEModule(CPAVAEModule):
         beta_ab: tuple[float, float] = (1.0, 2.0),
         temperature: float = 0.5,
         mask_init: float = 0.5,
+        emb_layers: int = 1,
     ) -> None:
         prior = MaskPrior(mask_prior, alpha, beta_ab)
-        super().__init__(n_genes, n_perts, n_latent, hidden, n_layers, guide)
+        super().__init__(n_genes, n_perts, n_latent, hidden, n_layers, guide, emb_layers)
         self.mask = SparseMask(n_perts, n_latent, prior, temperature, mask_init)
 
     def _guide_flags(self, guide: str) -> tuple[bool, bool]:
@@ -487,6 +534,10 @@ class SVAEPlusModule(LatentShiftModule):
         mask, log_ratio = self.mask.sample(n_particles, generator)
         emb = self.shift_loc.expand(n_particles, self.n_perts, self.n_latent)
         return Globals(mask, emb, log_ratio)
+
+    def basal_of(self, u: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+        """``z - z^p``: SVAE+ encodes the whole latent, its basal part is what is left."""
+        return u - shift
 
     def compose(
         self, u: torch.Tensor, shift: torch.Tensor | None

@@ -76,7 +76,8 @@ def simulate_perturb_seq(
         ``obs`` with ``perturbation`` (e.g. ``"control"``, ``"P03"``, ``"P03+P11"``),
         ``n_guides``, ``library_size`` and ``pathway`` (of single-guide cells), and
         ``uns["truth"]`` with ``mask`` (T x D_z), ``embedding`` (T x D_z), ``pathway`` (T),
-        the decoder weights, ``theta`` and the parameters.
+        the decoder weights, ``theta`` and the parameters; ``obsm["z_basal_true"]`` holds each
+        cell's true basal state ``z^b_i`` (for disentanglement metrics).
     """
     params = {
         "n_cells": n_cells,
@@ -88,8 +89,7 @@ def simulate_perturb_seq(
         "mask_noise": mask_noise,
         "effect_scale": effect_scale,
         "moi": moi,
-        "control_frac": control_frac,
-        "combo_frac": combo_frac,
+        "control_frac": control_frac, "combo_frac": combo_frac,
         "seed": seed,
     }
     _check_args(params)
@@ -102,11 +102,13 @@ def simulate_perturb_seq(
     embedding = _embeddings(rng, n_perts, n_latent, effect_scale)
     dosage = _dosages(rng, n_cells, n_perts, moi, control_frac, combo_frac)
     # generative process (Algorithm 1, eq. 1) and likelihood (section 2.2)
-    z = rng.standard_normal((n_cells, n_latent)) + dosage @ (embedding * mask)
+    basal = rng.standard_normal((n_cells, n_latent))
+    z = basal + dosage @ (embedding * mask)
     decoder = _random_decoder(rng, n_latent, decoder_hidden, n_genes, decoder_scale)
     counts, theta = _nb_counts(rng, _decode(decoder, z), library_size, library_sd, dispersion)
     names = [f"P{t:02d}" for t in range(n_perts)]
     adata = _to_anndata(counts, dosage, names, pathway)
+    adata.obsm["z_basal_true"] = basal  # per cell, so that it follows any split of the cells
     adata.uns["truth"] = {
         "mask": mask.astype(np.int64),
         "embedding": embedding,
