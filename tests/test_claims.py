@@ -19,7 +19,7 @@ from liftkit.companion.runner import run_chapter
 
 CHAPTERS = toc_chapters()
 #: Pages that list claims rather than decide them (the Claims page reads the registry).
-LISTING_PAGES = {"claims"}
+LISTING_PAGES = {"verdicts"}
 DECIDING = [c for c in CHAPTERS if c.stem not in LISTING_PAGES]
 
 
@@ -52,8 +52,14 @@ def test_listing_pages_are_in_the_book_and_decide_nothing():
     for page in LISTING_PAGES:
         assert page in stems, f"the {page} page is not an executable chapter of _toc.yml"
         assert not claims.chapter_claims(page), f"book/claims/{page}.yaml: a listing page decides nothing"
-    # the Claims page comes after every chapter whose claims it lists
-    assert stems.index("claims") > max(stems.index(c.chapter) for c in claims.registry().values())
+    # The Claims page reads the verdicts the chapters record, so it must execute after them.
+    # Sphinx reads (and myst-nb executes) pages in sorted order of their paths, not in the
+    # order of _toc.yml: the page's path must sort after every chapter whose claims it lists.
+    paths = {c.stem: str(c.relative_to(c.parents[1])) for c in CHAPTERS}
+    for page in LISTING_PAGES:
+        deciding = {paths[c.chapter] for c in claims.registry().values()}
+        assert paths[page] > max(deciding), f"{paths[page]} executes before {max(deciding)}"
+        assert stems.index(page) > max(stems.index(c.chapter) for c in claims.registry().values())
 
 
 @pytest.mark.parametrize("change, message", [
