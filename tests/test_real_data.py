@@ -269,6 +269,34 @@ def test_replogle_loader_finds_the_strong_perturbations(tmp_path):
         assert {gene, *downstream} <= set(adata.var_names)
 
 
+def test_replogle_gene_selection_keeps_the_genes_of_the_perturbations(tmp_path):
+    """gene_selection="de": the genes DE in a kept perturbation (SAMS-VAE sec. 4.1), checked
+    against the planted effects and a hand log-normalisation of the fixture's counts."""
+    # 400 genes: the planted effects barely move the other genes' share of the library
+    fixture = scperturb_fixture(n_cells=700, n_genes=400, kind="replogle", seed=1)
+    path = tmp_path / "ReplogleWeissman2022_rpe1.h5ad"
+    fixture.write_h5ad(path)
+    adata = perturbseq.load_scperturb(
+        path, separator=None, control_labels=["control", "non-targeting"], min_de_genes=2,
+        gene_selection="de", include_targets=False, **SMALL,
+    )
+    genes = set(adata.var_names)
+    planted = {g for gene, down in EFFECTS.items() for g in (gene, *down)}
+    assert planted <= genes < set(fixture.var_names)
+    assert adata.uns["preprocessing"]["gene_selection"] == "de"
+    # every kept gene moves by more than min_effect (0.1) in some kept group, by hand
+    x = fixture[adata.obs_names].X.toarray().astype(np.float64)
+    y = np.log1p(1e4 * x / x.sum(1, keepdims=True))
+    label = adata.obs["perturbation"].to_numpy()
+    control = y[label == "control"].mean(0)
+    effect = np.stack([np.abs(y[label == g].mean(0) - control) for g in EFFECTS]).max(0)
+    moved = set(fixture.var_names[effect > 0.1])
+    assert genes <= moved
+    with pytest.raises(ValueError, match="gene_selection must be 'hvg' or 'de'"):
+        perturbseq.load_scperturb(path, separator=None, gene_selection="all",
+                                  control_labels=["control", "non-targeting"], **SMALL)
+
+
 def test_min_cells_per_perturbation_drops_the_cells_too(tmp_path):
     adata = scperturb_fixture(n_cells=120)
     keep = ~((adata.obs["perturbation"] == "NULL1").to_numpy() & (np.arange(120) > 10))

@@ -280,3 +280,131 @@ def test_clone_pool_repeats_sequences():
     assert len(torch.unique(draws, dim=0)) <= 3  # only the clones are ever delivered
     with pytest.raises(ValueError, match="n_clones"):
         ClonePool(base, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# boundaries, defaults and messages (messages matched whole: a mangled one fails)
+# ----------------------------------------------------------------------------------------------
+def test_clone_pool_keeps_its_base_and_is_seeded():
+    base = EmpiricalLibrary(["CARDW", "CARGW", "CAKDW", "CAKEW", "CAREW"])
+    one = ClonePool(base, n_clones=1)  # a single clone is a valid (degenerate) library
+    assert len(one.clones) == 1 and one.base is base and one.max_len == base.max_len
+    pools = []
+    for global_seed in (1, 2):  # a seeded generator, not the global RNG, decides everything
+        torch.manual_seed(global_seed)
+        pool = ClonePool(base, 3, generator=torch.Generator().manual_seed(0))
+        pools.append((pool.clones, pool.sample(40, torch.Generator().manual_seed(5))))
+    assert torch.equal(pools[0][0], pools[1][0]) and torch.equal(pools[0][1], pools[1][1])
+    two = ClonePool(base, 2, generator=torch.Generator().manual_seed(0))
+    drawn = two.sample(200, torch.Generator().manual_seed(0))
+    assert len(torch.unique(drawn, dim=0)) == 2  # both clones, the first included
+    assert torch.equal(two.log_prob(two.clones), base.log_prob(two.clones))
+
+
+def test_component_split_target_equal_to_a_component_and_the_apportioned_counts():
+    # ten singleton cells: test_fraction 0.1 asks for exactly one cell, a component of size 1
+    screen = make_screen(np.ones(10), np.arange(10), 10, n0=30)
+    split = component_split(screen, 0.1)
+    assert split.test_cells.size == 1 and split.train_cells.size == 9
+    assert (split.train.n0, split.train.n_cells) == (27, 36)  # 30 * 9/10 unsorted, + 9 sorted
+    assert (split.test.n0, split.test.n_cells) == (3, 4)
+    table = split.size_table()
+    assert list(table.columns) == ["cells per component", "components"]
+    assert table.values.tolist() == [[1, 10]]
+    # the defaults: test_fraction 0.1 and seed 0
+    again = component_split(screen)
+    assert np.array_equal(again.test_cells, component_split(screen, 0.1, seed=0).test_cells)
+
+
+def test_component_split_warnings_name_the_problem():
+    # one component of 6 cells (sequence 0 shared) and 4 singletons: the giant holds 60%
+    screen = make_screen(np.ones(10), [0, 0, 0, 0, 0, 0, 1, 2, 3, 4], 5)
+    with pytest.warns(UserWarning, match="test set comes from the smaller components$"):
+        component_split(screen, 0.2, giant_warn=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        component_split(screen, 0.2, giant_warn=0.6)  # exactly at the threshold: no warning
+    # 2 singletons of 10 cells, a target of 4: exactly half the target is not "under half"
+    half = make_screen(np.ones(10), [0, 0, 0, 0, 0, 0, 0, 0, 1, 2], 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        component_split(half, 0.4, giant_warn=0.9)
+    with pytest.warns(UserWarning, match="outside the largest components$"):
+        component_split(half, 0.5, giant_warn=0.9)  # 2 of a target of 5
+
+
+def test_component_split_error_messages():
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+        component_split(make_screen(np.ones(4), np.arange(4), 4), 0.0)
+    empty = make_screen(np.zeros(0), np.zeros(0, int), 4, n0=5)
+    with pytest.raises(ValueError, match="^the screen has no sorted cells to split$"):
+        component_split(empty, 0.5)
+    with pytest.raises(ValueError, match="no component fits"):
+        component_split(make_screen(np.ones(1), [0], 1), 0.5)  # one cell is not "no cells"
+
+
+def test_estimate_moi_fields_and_messages():
+    n = np.array([1, 1, 2, 3, 5])
+    for model in ("ztp", "size_biased"):
+        est = estimate_moi(n, model=model)
+        assert (est.n_cells, est.mean_seqs) == (5, 2.4)
+    ones = estimate_moi(np.ones(4))
+    assert (ones.moi, ones.se, ones.n_cells, ones.mean_seqs) == (0.0, np.inf, 4, 1.0)
+    boundary = estimate_moi(np.ones(4), model="size_biased")  # lam = 0: se from a 1e-12 floor
+    assert boundary.moi == 0.0 and boundary.se == pytest.approx(np.sqrt(1e-12 / 4))
+    for bad, message in [
+        (np.array([], dtype=int), "^no cells given: pass the sequence counts of the sequenced cells$"),
+        (np.array([1.5, 2.0]), "^sequence counts must be whole numbers$"),
+        (np.array([0, 2]), r"^cells with zero sequences found: the zero-truncated model takes sequenced cells "
+         r"only \(every one has >= 1 sequence\); drop the empty ones$"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            estimate_moi(bad)
+
+
+def test_truncated_poisson_pmf_is_zero_below_one():
+    assert truncated_poisson_pmf(np.array([0, -1, -3]), 1.3).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_subsample_checks_at_their_boundaries():
+    assert subsample_indices(np.array([3]), 0.1, 0.5).size <= 1  # a single cell is a sample
+    n = np.repeat([1, 2, 3], [60, 30, 10])
+    subsample_indices(n, 0.4, 0.5)  # an MOI under 1 is an MOI
+    subsample_indices(n, 0.5, 0.5)  # target equal to the screen's MOI is allowed
+    for moi_hat in (0.0, -1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="moi_hat must be > 0"):
+            subsample_indices(n, 0.1, moi_hat)
+    for args, message in [
+        ((np.array([], dtype=int), 0.1, 1.0), "^no cells to subsample$"),
+        ((np.array([0, 1]), 0.1, 1.0), "^cells with zero sequences found: subsample sequenced cells only$"),
+        ((n, 2.0, 1.0), "exceeds the screen's MOI 1: subsampling can only lower the MOI$"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            subsample_indices(*args)
+    assert np.array_equal(subsample_indices(n, 0.3, 1.2), subsample_indices(n, 0.3, 1.2, seed=0))
+
+
+@pytest.mark.parametrize("target, kept_pairs", [(1.0, 5), (1.1, 6)])
+def test_subsample_short_bin_sets_the_largest_total_that_fits(target, kept_pairs):
+    # 10 singletons, 100 pairs: at target lam' the singletons run short, so the total M' is
+    # the largest with round(M' TP(1)) <= 10, i.e. M' TP(1) < 10.5, and the pairs get
+    # round(M' TP(2)) = round(10.5 TP(2)/TP(1) - eps) = round(10.5 lam'/2 - eps) cells
+    n = np.repeat([1, 2], [10, 100])
+    idx = subsample_indices(n, target, 2.0, hits_rule="sequences")
+    assert (n[idx] == 1).sum() == 10
+    assert (n[idx] == 2).sum() == kept_pairs == round(10.5 * target / 2 - 1e-9)
+
+
+def test_subsample_to_moi_counts_and_default_estimate():
+    # 3 singletons and 1 pair at lam' = lam_hat = 0.3: round(4 TP(1; 0.3)) = 3 and
+    # round(4 TP(2; 0.3)) = 1 (scipy below), so every cell is kept and none is unsorted
+    tp = stats.poisson.pmf([1, 2], 0.3) / (1 - np.exp(-0.3))
+    assert np.round(4 * tp).tolist() == [3.0, 1.0]
+    screen = make_screen(np.array([1, 1, 1, 2]), [0, 1, 2, 3, 4], 5, n0=0)
+    full = subsample_to_moi(screen, 0.3, moi_hat=0.3)
+    assert (full.n_sorted, full.n0, full.n_cells, full.moi) == (4, 0, 4, 0.3)
+    big = random_screen(400, 5000, 1.5, seed=0)
+    low = subsample_to_moi(big, 0.5)  # moi_hat defaults to the ZTP estimate of the screen
+    ref = subsample_to_moi(big, 0.5, seed=0, moi_hat=estimate_moi(big.seqs_per_cell()).moi)
+    assert torch.equal(low.y, ref.y)
+    assert low.n_cells == big.n_cells and low.n0 == big.n_cells - low.n_sorted

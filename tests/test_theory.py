@@ -6,10 +6,12 @@ Equation numbers are those of the book's Derivations appendix (book/derivations.
 from __future__ import annotations
 
 import doctest
+import math
 import re
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from liftkit.lift import theory
@@ -65,6 +67,17 @@ def test_bound_at_least_exact(K, moi):
 def test_bound_matches_notes_table():
     assert theory.coherence_bound(100, 100, 1e4) == pytest.approx(1.0e4, rel=0.02)
     assert theory.coherence_bound(1000, 10, 1e4) == pytest.approx(5.7e5, rel=0.02)
+
+
+@pytest.mark.parametrize(("K", "moi", "m", "first_wins"), [(3, 1.0, 1e6, True), (100, 100.0, 1e4, False)])
+def test_bound_by_hand_in_both_branches(K, moi, m, first_wins):
+    """Eq. 17 by hand: (1 + sqrt(K/moi))^2 max(4 log^2(2 m K^2),
+    16 log^2(20 sqrt(2) K sqrt(K^2 + 2K + K^2/moi))); m >> K^2 makes the first term win."""
+    first = 4.0 * math.log(2.0 * m * K * K) ** 2
+    second = 16.0 * math.log(20.0 * math.sqrt(2.0) * K * math.sqrt(K * K + 2 * K + K * K / moi)) ** 2
+    assert (first > second) is first_wins
+    expected = (1.0 + math.sqrt(K / moi)) ** 2 * max(first, second)
+    assert theory.coherence_bound(K, moi, m) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize(("K", "moi", "seed"), [(10, 3.0, 0), (10, 30.0, 1), (20, 1.0, 2)])
@@ -177,3 +190,139 @@ def test_derivations_appendix_numbers_equations_as_the_paper(root):
     labels = re.findall(r"^\$\$ \(([^)]+)\)\s*$|^:label: (\S+)", text, flags=re.M)
     labels = [a or b for a, b in labels]
     assert labels == [f"eq-lift-{n}" for n in range(1, 40)]
+
+
+def test_simulated_a_stats_by_hand_and_chunk_independent():
+    """max_k a_k^2 and K^-1 ||a||^2 of eq. 23 from the same seeded Poisson draws, by hand; the
+    chunking (here 2 rows at a time) draws the same stream, whatever the global RNG."""
+    K, nu, n = 3, 2.0, 11
+    draws = torch.poisson(
+        torch.full((n, K), nu, dtype=torch.float64), generator=torch.Generator().manual_seed(4)
+    ).numpy()
+    a2 = (draws - nu) ** 2 / nu
+    for chunk in (2**22, 2 * K):
+        torch.manual_seed(chunk)  # the global RNG must not matter
+        max_a2, norm_a2 = theory._simulate_a_stats(K, nu, n, 4, "cpu", chunk)
+        np.testing.assert_array_equal(max_a2, a2.max(1))
+        np.testing.assert_allclose(norm_a2, a2.sum(1) / K, rtol=1e-15)
+
+
+def test_empirical_coherence_by_hand():
+    """Four simulated vectors with max a^2 = 1..4 and K^-1||a||^2 = 0.1..0.4. At a candidate
+    mu the empirical P(E^c) is the share of vectors with max a^2 > mu and the eq. 14 side is
+    their summed norm over 4: mu = 3 gives (1/4, 0.1); mu = 4 gives (0, 0)."""
+    max_a2 = np.array([3.0, 1.0, 4.0, 2.0])
+    norm_a2 = np.array([0.3, 0.1, 0.4, 0.2])
+    loose = theory._empirical_coherence(max_a2, norm_a2, 1, t14=0.5, t15=0.3, z=0.0)
+    assert (loose.mu, loose.lower, loose.upper, loose.n_samples) == (3.0, 3.0, 3.0, 4)
+    strict = theory._empirical_coherence(max_a2, norm_a2, 1, t14=0.05, t15=0.1, z=0.0)
+    assert strict.mu == 4.0  # only the largest candidate has an empty tail
+    none = theory._empirical_coherence(max_a2, norm_a2, 1, t14=-1.0, t15=0.1, z=0.0)
+    assert none.mu == np.inf
+
+
+def test_thresholds_of_eqs_14_and_15():
+    assert theory._thresholds(4, 10) == (1.0 / (20.0 * 8.0), 1.0 / 40.0)
+
+
+def test_empirical_coherence_at_exact_thresholds():
+    # mu = 3 has P(E^c) = 1/4 and an eq. 14 side of 0.4 / 4 = 0.1, both exactly at threshold
+    max_a2 = np.array([3.0, 1.0, 4.0, 2.0])
+    norm_a2 = np.array([0.3, 0.1, 0.4, 0.2])
+    assert theory._empirical_coherence(max_a2, norm_a2, 1, t14=0.1, t15=0.25, z=0.0).mu == 3.0
+
+
+def _coherence_loop(max_a2, norm_a2, K, t14, t15, z):
+    """Def 5.3 on a sample, one candidate at a time: P(E^c) and E[K^-1||a||^2 1{E^c}] as tail
+    shares and tail sums, standard errors floored at one event's worth."""
+    n = max_a2.size
+    out = {"mu": np.inf, "lower": np.inf, "upper": np.inf}
+    for c in sorted(set(max_a2.tolist())):
+        tail = max_a2 > c
+        p = tail.sum() / n
+        e = norm_a2[tail].sum() / n
+        var = max((norm_a2[tail] ** 2).sum() / n - e * e, 0.0)
+        se_p = math.sqrt(max(p, 1.0 / n) * (1.0 - p) / n)
+        se_e = math.sqrt(max(var, (1.0 + c / K) ** 2 / n) / n)
+        for key, sign in (("mu", 0.0), ("lower", -1.0), ("upper", 1.0)):
+            ok = p + sign * z * se_p <= t15 and e + sign * z * se_e <= t14
+            if ok and out[key] == np.inf:
+                out[key] = c
+    return out
+
+
+@pytest.mark.parametrize(
+    ("t14", "t15", "z", "scale"),
+    [
+        (2.0, 0.2, 1.0, 1.0), (6.0, 0.3, 0.5, 1.0), (1.0, 0.1, 2.0, 1.0),
+        (1e9, 0.2, 1.0, 1.0),  # eq. 15 decides
+        (3.0, 2.0, 1.0, 1.0),  # eq. 14 decides, its sd from the sample
+        (0.02, 2.0, 1.0, 0.001),  # eq. 14 decides, its sd at the floor
+    ],
+)
+def test_empirical_coherence_interval_against_a_loop(t14, t15, z, scale):
+    rng = np.random.default_rng(0)
+    max_a2 = np.round(rng.uniform(0.0, 50.0, 60), 1)
+    norm_a2 = max_a2 * rng.uniform(0.2, 1.0, 60) * scale
+    got = theory._empirical_coherence(max_a2, norm_a2, 5, t14, t15, z)
+    want = _coherence_loop(max_a2, norm_a2, 5, t14, t15, z)
+    assert want["lower"] < want["upper"]  # the interval has width
+    assert (got.lower, got.mu, got.upper) == pytest.approx((want["lower"], want["mu"], want["upper"]))
+
+
+def _coherence_by_enumeration(K, moi, m):
+    """Def 5.3 for the Poisson design, one candidate mu at a time (scipy pmf, no suffix sums):
+    q = P(a_1^2 <= mu), s = E[a_1^2 1{a_1^2 <= mu}], P(E^c) = 1 - q^K (eq. 15) and
+    E[K^-1 ||a||^2 1{E^c}] = 1 - s q^(K-1) (eq. 14, as E[a_1^2] = 1)."""
+    nu = moi / K
+    n = np.arange(0, int(nu + 60 * np.sqrt(nu) + 80))
+    pmf, a2 = stats.poisson.pmf(n, nu), (n - nu) ** 2 / nu
+    t14, t15 = 1.0 / (20.0 * K**1.5), 1.0 / (m * K)
+    only15 = None
+    for mu in np.unique(a2):
+        inside = a2 <= mu
+        out_p = math.fsum(pmf[~inside])
+        s = 1.0 - math.fsum(pmf[~inside] * a2[~inside])
+        p15 = -math.expm1(K * math.log1p(-out_p))
+        side14 = 1.0 - s * math.exp((K - 1) * math.log1p(-out_p))
+        if p15 <= t15 and only15 is None:
+            only15 = float(mu)
+        if p15 <= t15 and side14 <= t14:
+            return float(mu), only15
+    raise AssertionError("grid too small")
+
+
+@pytest.mark.parametrize(
+    ("K", "moi", "m"), [(10, 3.0, 1), (5, 20.0, 2), (30, 1.0, 1e3), (5, 1.0, 1), (5, 30.0, 1)]
+)
+def test_coherence_exact_against_enumeration(K, moi, m):
+    mu, mu_eq15_only = _coherence_by_enumeration(K, moi, m)
+    assert theory.coherence_exact(K, moi, m) == pytest.approx(mu, rel=1e-12)
+    if m < 10:  # a small m makes eq. 15 loose, so eq. 14 decides
+        assert mu > mu_eq15_only
+
+
+def test_coherence_mc_defaults_and_sample_floor():
+    # K = 2, m = 1: t14 = 1 / (20 * 2^1.5) is the smaller threshold; need = ceil(20 / t14) = 1132
+    need = math.ceil(20.0 * 20.0 * 2**1.5)
+    assert need == 1132
+    theory.coherence_mc(2, 1.0, 1, n_samples=need)
+    with pytest.raises(ValueError, match="use at least 1132 samples"):
+        theory.coherence_mc(2, 1.0, 1, n_samples=need - 1)
+    assert theory.coherence_mc(2, 1.0, 1) == theory.coherence_mc(
+        2, 1.0, 1, n_samples=200_000, seed=0, z=3.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((0, 1.0, 1.0), r"K \(number of regions\) must be a positive integer, got 0"),
+        ((2.5, 1.0, 1.0), r"K \(number of regions\) must be a positive integer, got 2.5"),
+        ((4, 0.0, 1.0), "moi must be a positive finite number, got 0.0"),
+        ((4, 1.0, 0.5), r"m \(number of measurements\) must be >= 1, got 0.5"),
+    ],
+)
+def test_design_checks_name_the_argument(args, message):
+    with pytest.raises(ValueError, match=message):
+        theory.coherence_exact(*args)

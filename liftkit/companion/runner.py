@@ -14,6 +14,7 @@ from typing import Any
 
 import nbformat
 
+from liftkit.companion.profiles import load_profiles, profile_path
 from liftkit.utils import atomic_path, repo_root
 
 PARAMETERS_TAG = "parameters"
@@ -180,6 +181,12 @@ def write_notebook(nb: nbformat.NotebookNode, output: str | Path) -> Path:
 
 def _check_parameters(chapter: Path, nb: nbformat.NotebookNode, parameters: dict[str, Any]) -> None:
     known = chapter_parameters(nb)
+    # A chapter with a profile file (book/profiles/<chapter>.yaml) takes each of its names too.
+    if profile_path(chapter).exists():
+        table = load_profiles(chapter.stem)
+        default = table.get("default", {})
+        for name in sorted({k for values in table.values() for k in values}):
+            known.setdefault(name, f"{default.get(name)!r} in the default profile")
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         listing = ", ".join(f"{k} (default {v})" for k, v in known.items())

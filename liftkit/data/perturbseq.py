@@ -223,6 +223,41 @@ def _drop_rare_perturbations(adata: ad.AnnData, min_cells: int) -> ad.AnnData:
     return _subset(adata, keep_cells, ~rare)
 
 
+def _de_mask(
+    adata: ad.AnnData, pval: float, min_effect: float, min_detected: float
+) -> tuple[list[str], np.ndarray]:
+    """Group names (control included) and a ``[groups, genes]`` mask of DE genes against the
+    controls, as described in :func:`strong_perturbations`."""
+    import scanpy as sc
+    from scipy import stats
+
+    single = np.asarray(_dosage_csr(adata).sum(1)).ravel() <= 1
+    labels = adata.obs["perturbation"][single].astype(str)
+    if not (labels == CONTROL).any():
+        raise ValueError("no control cells: strong_perturbations compares each group to them")
+    light = ad.AnnData(X=adata.X[np.flatnonzero(single)], obs=pd.DataFrame(
+        {"group": pd.Categorical(labels)}, index=labels.index))
+    agg = sc.get.aggregate(light, by="group", func=["mean", "var", "count_nonzero"])
+    groups = list(agg.obs_names)
+    sizes = light.obs["group"].value_counts().reindex(groups).to_numpy(float)[:, None]
+    mean, sd = agg.layers["mean"], np.sqrt(agg.layers["var"])
+    c = groups.index(CONTROL)
+    detected = agg.layers["count_nonzero"] / sizes >= min_detected
+    candidate = (np.abs(mean - mean[c]) > min_effect) & (detected | detected[c])
+    candidate[c] = False
+    rows, cols = np.nonzero(candidate)
+    p = np.ones_like(mean)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p[rows, cols] = stats.ttest_ind_from_stats(
+            mean[rows, cols], sd[rows, cols], sizes[rows, 0], mean[c, cols], sd[c, cols],
+            sizes[c, 0], equal_var=True,
+        ).pvalue
+    padj = stats.false_discovery_control(np.nan_to_num(p, nan=1.0), axis=1)
+    return groups, (padj < pval) & candidate
+
+
+
+
 def strong_perturbations(
     adata: ad.AnnData,
     min_de_genes: int,
@@ -263,33 +298,44 @@ def strong_perturbations(
     ValueError
         No control cells.
     """
-    import scanpy as sc
-    from scipy import stats
-
-    single = np.asarray(_dosage_csr(adata).sum(1)).ravel() <= 1
-    labels = adata.obs["perturbation"][single].astype(str)
-    if not (labels == CONTROL).any():
-        raise ValueError("no control cells: strong_perturbations compares each group to them")
-    light = ad.AnnData(X=adata.X[np.flatnonzero(single)], obs=pd.DataFrame(
-        {"group": pd.Categorical(labels)}, index=labels.index))
-    agg = sc.get.aggregate(light, by="group", func=["mean", "var", "count_nonzero"])
-    groups = list(agg.obs_names)
-    sizes = light.obs["group"].value_counts().reindex(groups).to_numpy(float)[:, None]
-    mean, sd = agg.layers["mean"], np.sqrt(agg.layers["var"])
-    c = groups.index(CONTROL)
-    detected = agg.layers["count_nonzero"] / sizes >= min_detected
-    candidate = (np.abs(mean - mean[c]) > min_effect) & (detected | detected[c])
-    candidate[c] = False
-    rows, cols = np.nonzero(candidate)
-    p = np.ones_like(mean)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p[rows, cols] = stats.ttest_ind_from_stats(
-            mean[rows, cols], sd[rows, cols], sizes[rows, 0], mean[c, cols], sd[c, cols],
-            sizes[c, 0], equal_var=True,
-        ).pvalue
-    padj = stats.false_discovery_control(np.nan_to_num(p, nan=1.0), axis=1)
-    n_de = ((padj < pval) & candidate).sum(1)
+    groups, de = _de_mask(adata, pval, min_effect, min_detected)
+    n_de = de.sum(1)
     return [g for g, n in zip(groups, n_de, strict=True) if g != CONTROL and n >= min_de_genes]
+
+
+def associated_genes(
+    adata: ad.AnnData,
+    pval: float = 0.05,
+    min_effect: float = 0.1,
+    min_detected: float = 0.1,
+) -> list[str]:
+    """Genes DE (as in :func:`strong_perturbations`) in at least one perturbation's cells.
+
+    The gene selection of the SAMS-VAE paper's replogle-filtered set (sec. 4.1, after Lopez et
+    al.): "genes that were associated with these perturbations". The provider's association
+    calls are not in the scPerturb file, so the same DE test as :func:`strong_perturbations`
+    rebuilds them (our choice of test and thresholds, marked (S)); highly variable genes
+    (``gene_selection="hvg"`` in :func:`load_scperturb`) are the fallback.
+
+    Parameters
+    ----------
+    adata
+        Log-normalised ``X``, ``obs["perturbation"]`` with ``"control"``, ``obsm["dosage"]``.
+    pval, min_effect, min_detected
+        Thresholds of a DE gene (:func:`strong_perturbations`).
+
+    Returns
+    -------
+    list of str
+        Gene names, in ``adata.var_names`` order.
+
+    Examples
+    --------
+    >>> genes = associated_genes(lognormalised_screen)  # doctest: +SKIP
+    """
+    groups, de = _de_mask(adata, pval, min_effect, min_detected)
+    de[groups.index(CONTROL)] = False
+    return [g for g, hit in zip(adata.var_names, de.any(0), strict=True) if hit]
 
 
 def _keep_perturbations(adata: ad.AnnData, names: Sequence[str]) -> ad.AnnData:
@@ -308,11 +354,20 @@ def _subset(adata: ad.AnnData, cells: np.ndarray, perts: np.ndarray) -> ad.AnnDa
     return out
 
 
-def _select_genes(adata: ad.AnnData, n_top_genes: int | None, include_targets: bool) -> list[str]:
-    """Highly variable genes (scanpy, Seurat flavour on log-normalised ``X``) plus, optionally,
-    every perturbed gene measured in the screen."""
+def _select_genes(
+    adata: ad.AnnData, n_top_genes: int | None, include_targets: bool, how: str = "hvg"
+) -> list[str]:
+    """Highly variable genes (scanpy, Seurat flavour on log-normalised ``X``) or the DE genes of
+    the perturbations (``how="de"``), plus, optionally, every perturbed gene in the screen."""
     import scanpy as sc
 
+    if how not in ("hvg", "de"):
+        raise ValueError(f"gene_selection must be 'hvg' or 'de', got {how!r}")
+    if how == "de":
+        chosen = set(associated_genes(adata))
+        if include_targets:
+            chosen |= set(_dosage_names(adata)) & set(adata.var_names)
+        return [g for g in adata.var_names if g in chosen]
     if n_top_genes is None or n_top_genes >= adata.n_vars:
         return list(adata.var_names)
     hvg = sc.pp.highly_variable_genes(
@@ -398,6 +453,7 @@ def load_scperturb(
     target_sum: float = 1e4,
     sparse_dosage: bool = True,
     seed: int = 0,
+    gene_selection: str = "hvg",
 ) -> ad.AnnData:
     """A scPerturb perturb-seq h5ad as model-ready AnnData, preprocessed with scanpy.
 
@@ -406,8 +462,10 @@ def load_scperturb(
     (``min_genes``) and ``filter_genes`` (``min_cells``); drop perturbations given to fewer than
     ``min_cells_per_perturbation`` cells (with their cells); keep ``perturbations`` if given, and
     those with at least ``min_de_genes`` DE genes (:func:`strong_perturbations`); select
-    ``n_top_genes`` highly variable genes (Seurat flavour on ``log1p(normalize_total)``) plus the
-    perturbed genes (``include_targets``); drop cells left without counts.
+    ``n_top_genes`` highly variable genes (Seurat flavour on ``log1p(normalize_total)``), or with
+    ``gene_selection="de"`` the genes DE in some kept perturbation (:func:`associated_genes`,
+    the SAMS-VAE paper's Replogle selection as rebuilt here), plus the perturbed genes
+    (``include_targets``); drop cells left without counts.
 
     Parameters
     ----------
@@ -425,8 +483,9 @@ def load_scperturb(
         Subsample to at most this many cells first (for quick runs), with this seed.
     min_genes, min_cells, min_cells_per_perturbation, perturbations, min_de_genes
         Filters above.
-    n_top_genes, include_targets
-        Gene selection; ``n_top_genes=None`` keeps every gene.
+    n_top_genes, include_targets, gene_selection
+        Gene selection: ``"hvg"`` (``n_top_genes`` highly variable genes; ``None`` keeps every
+        gene) or ``"de"`` (:func:`associated_genes`; ``n_top_genes`` unused).
     target_sum
         ``normalize_total`` target of the log-normalised ``X``.
     sparse_dosage
@@ -472,7 +531,7 @@ def load_scperturb(
         adata = _keep_perturbations(adata, strong_perturbations(lognorm, min_de_genes))
         lognorm = lognorm[adata.obs_names]
         _step(log, "strong_perturbations", adata)
-    genes = _select_genes(lognorm, n_top_genes, include_targets)
+    genes = _select_genes(lognorm, n_top_genes, include_targets, gene_selection)
     del lognorm
     if adata.n_obs == 0 or not genes or adata.obsm["dosage"].shape[1] == 0:
         raise ValueError(
@@ -482,7 +541,8 @@ def load_scperturb(
         )
     out = _finish(adata, genes, target_sum, sparse_dosage)
     _step(log, "genes_selected", out)
-    out.uns["preprocessing"] = {**log, "source": source, "n_top_genes": n_top_genes or 0}
+    out.uns["preprocessing"] = {**log, "source": source, "n_top_genes": n_top_genes or 0,
+                                "gene_selection": gene_selection}
     return out
 
 

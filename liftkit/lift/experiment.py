@@ -182,6 +182,68 @@ def _fit_and_score(
     return row, (scores if has_pos else None)
 
 
+def replicate_screen(
+    library: SequenceLibrary,
+    n_cells: int,
+    moi: float,
+    replicate: int,
+    *,
+    oracle: Oracle = Oracle(),  # noqa: B008 - a frozen (immutable) default
+    threshold: float = 0.0,
+    seed: int = 0,
+) -> Screen:
+    """The screen of one (MOI, replicate) of :func:`moi_experiment` (eq. 5-6, App. C).
+
+    Its generator is seeded from ``seed``, ``replicate`` and ``moi`` alone, so one cell of the
+    Figure 2 grid can be rebuilt without the others (a sweep task,
+    :mod:`liftkit.companion.sweep`).
+
+    Examples
+    --------
+    >>> from liftkit.lift.library import SiteIndependentLibrary
+    >>> lib = SiteIndependentLibrary(torch.eye(9)[8], torch.ones(9, 8, 20) / 20)
+    >>> a = replicate_screen(lib, 200, 1.0, 0, seed=3)
+    >>> torch.equal(a.y, replicate_screen(lib, 200, 1.0, 0, seed=3).y)
+    True
+    """
+    g = torch.Generator().manual_seed(seed * 100_003 + replicate * 1009 + int(moi * 1000))
+    return simulate_screen(library, n_cells, moi, oracle=oracle, threshold=threshold, generator=g)
+
+
+def moi_fit(
+    library: SequenceLibrary,
+    moi: float,
+    replicate: int,
+    method: str,
+    test: TestSet,
+    *,
+    n_cells: int,
+    oracle: Oracle = Oracle(),  # noqa: B008 - a frozen (immutable) default
+    threshold: float = 0.0,
+    fit_kw: dict | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+) -> dict:
+    """One row of :func:`moi_experiment`: ``method`` fitted on the screen of (``moi``,
+    ``replicate``) and scored by PR AUC on ``test`` (LIFT Fig. 2, App. C; eq. 6 for LIFT).
+
+    The same numbers as the row of a whole :func:`moi_experiment` run with the same ``seed`` and
+    ``test``: a task of the ``fig2`` sweep.
+
+    Examples
+    --------
+    >>> row = moi_fit(lib, 10.0, 0, "LIFT", test, n_cells=6000)  # doctest: +SKIP
+    >>> row["pr_auc"]  # doctest: +SKIP
+    0.52
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose from {list(METHODS)}")
+    screen = replicate_screen(library, n_cells, moi, replicate, oracle=oracle,
+                              threshold=threshold, seed=seed)
+    row, _ = _fit_and_score(method, screen, library, test, fit_kw, seed + replicate, device)
+    return {"moi": moi, "replicate": replicate, **row}
+
+
 def moi_experiment(
     library: SequenceLibrary,
     mois=(0.1, 0.3, 1.0, 3.0, 10.0),
@@ -232,9 +294,8 @@ def moi_experiment(
     rows, curves = [], {}
     for moi in mois:
         for rep in range(replicates):
-            g = torch.Generator().manual_seed(seed * 100_003 + rep * 1009 + int(moi * 1000))
-            screen = simulate_screen(library, n_cells, moi, oracle=oracle, threshold=threshold,
-                                     generator=g)
+            screen = replicate_screen(library, n_cells, moi, rep, oracle=oracle,
+                                      threshold=threshold, seed=seed)
             for method in methods:
                 row, scores = _fit_and_score(method, screen, library, test, fit_kw, seed + rep,
                                              device)

@@ -417,7 +417,7 @@ class ScreenObjective(Objective):
         return self.pool[pick.to(self.device)]
 
     def loss(self, units: torch.Tensor) -> StepLoss:
-        """-(scaled data term + N0' log P(y <= tau) - gamma ||f||_1) / (n_units + N0')."""
+        """-(scaled data term + N0' log P(y <= tau) - gamma ||f||_1) / (n_units + N0'), eqs. 6, 36, 7."""
         phi = self.log_phi.exp()
         mc = self._mc_batch()
         ll, f_mc, n_seq, n_cells = self._data_term(units, phi, mc)

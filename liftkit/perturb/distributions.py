@@ -7,6 +7,11 @@
   ``q(z^b_i)``) and :func:`relaxed_bernoulli_st` (``q(m_t)``, sec. 2.3).
 - The likelihood ``p(x_i | z_i)`` of sec. 2.2 with its softmax fused in:
   :func:`nb_softmax_log_prob`. The plain negative binomial lives in :mod:`liftkit.stats`.
+- The non-collapsed Beta-Bernoulli mask prior's probabilities: :func:`beta_rsample`
+  (reparameterised ``Beta`` draws from a seeded generator) and :func:`beta_kl`.
+- The likelihoods of :data:`LIKELIHOODS` as ``torch.distributions`` objects
+  (:func:`count_distribution`), their log density (:func:`count_log_prob`) and seeded draws
+  (:func:`draw_counts`).
 
 Every log density is summed over its last dimension.
 """
@@ -21,6 +26,10 @@ import torch.nn.functional as F
 from liftkit.stats import nb_log_prob_const
 
 _LOG_2PI = math.log(2 * math.pi)
+
+#: Observation models ``p(x_ij | z_i)`` with mean ``mu_ij = l_i rho_ij`` (sec. 2.2): negative
+#: binomial (the paper's), Poisson, and a Normal with a per-gene standard deviation.
+LIKELIHOODS = ("nb", "poisson", "normal")
 
 
 def std_normal_log_prob(value: torch.Tensor) -> torch.Tensor:
@@ -193,3 +202,157 @@ def nb_softmax_log_prob(
     if const is None:
         const = nb_log_prob_const(x, log_theta)
     return _NBSoftmaxLogLik.apply(logits, x, log_lib, log_theta) + const
+
+
+def beta_rsample(
+    conc1: torch.Tensor,
+    conc0: torch.Tensor,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reparameterised draw from ``Beta(conc1, conc0)`` and its log density.
+
+    ``p = g1 / (g1 + g0)`` with ``g ~ Gamma(conc, 1)`` drawn by ``torch._standard_gamma``, whose
+    gradient with respect to the concentration is the implicit reparameterisation gradient
+    (Figurnov et al. 2018; what ``torch.distributions.Beta.rsample`` uses, here with a seeded
+    generator). The draw is clamped into ``[eps, 1 - eps]`` so that ``log p`` and
+    ``log (1 - p)`` stay finite in float32; ``log_q`` is
+    ``torch.distributions.Beta(conc1, conc0).log_prob`` of the clamped draw, elementwise (not
+    summed).
+
+    Parameters
+    ----------
+    conc1, conc0
+        Concentrations, broadcastable to ``shape``.
+    shape
+        Shape of the draw, particles first.
+    generator
+        Torch generator (None: the global one).
+    eps
+        Clamp of the draw.
+
+    Examples
+    --------
+    >>> c = torch.tensor([2.0, 5.0])
+    >>> p, log_q = beta_rsample(c, c.flip(0), (3, 2), torch.Generator().manual_seed(0))
+    >>> p.shape, bool(((p > 0) & (p < 1)).all())
+    (torch.Size([3, 2]), True)
+    """
+    g1 = torch._standard_gamma(conc1.expand(shape).contiguous(), generator=generator)
+    g0 = torch._standard_gamma(conc0.expand(shape).contiguous(), generator=generator)
+    p = (g1 / (g1 + g0)).clamp(eps, 1 - eps)
+    log_q = torch.distributions.Beta(conc1, conc0, validate_args=False).log_prob(p)
+    return p, log_q
+
+
+def beta_kl(
+    conc1: torch.Tensor, conc0: torch.Tensor, a: float, b: float
+) -> torch.Tensor:
+    """``KL(Beta(conc1, conc0) || Beta(a, b))`` elementwise, by ``torch.distributions``.
+
+    The closed form is ``log B(a, b) - log B(c1, c0) + (c1 - a) psi(c1) + (c0 - b) psi(c0)
+    + (a + b - c1 - c0) psi(c1 + c0)`` (tested against it).
+
+    Examples
+    --------
+    >>> float(beta_kl(torch.tensor(2.0), torch.tensor(3.0), 2.0, 3.0))
+    0.0
+    """
+    q = torch.distributions.Beta(conc1, conc0)
+    prior = torch.distributions.Beta(
+        torch.full_like(conc1, a), torch.full_like(conc0, b)
+    )
+    return torch.distributions.kl_divergence(q, prior)
+
+
+def count_distribution(
+    likelihood: str, mu: torch.Tensor, log_disp: torch.Tensor
+) -> torch.distributions.Distribution:
+    """The observation model ``p(x | mu)`` of :data:`LIKELIHOODS` as a torch distribution.
+
+    Parameters
+    ----------
+    likelihood
+        ``"nb"``: ``NB(mean mu, inverse dispersion theta = exp(log_disp))`` (sec. 2.2);
+        ``"poisson"``: ``Poisson(mu)``; ``"normal"``: ``N(mu, sd = exp(log_disp))``.
+    mu
+        Means ``[..., G]`` (``l_i rho_ij``).
+    log_disp
+        ``log theta`` (NB) or ``log sd`` (Normal) per gene ``[G]``; unused by the Poisson.
+
+    Examples
+    --------
+    >>> dist = count_distribution("poisson", torch.tensor([2.0]), torch.zeros(1))
+    >>> round(float(dist.log_prob(torch.tensor([0.0]))), 4)
+    -2.0
+    """
+    if likelihood == "nb":
+        # mean theta * exp(logits) = mu with inverse dispersion theta
+        return torch.distributions.NegativeBinomial(
+            total_count=log_disp.exp(), logits=mu.log() - log_disp, validate_args=False
+        )
+    if likelihood == "poisson":
+        return torch.distributions.Poisson(mu, validate_args=False)
+    if likelihood == "normal":
+        return torch.distributions.Normal(mu, log_disp.exp(), validate_args=False)
+    raise ValueError(f"unknown likelihood {likelihood!r}: choose one of {LIKELIHOODS}")
+
+
+def count_log_prob(
+    likelihood: str,
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    log_lib: torch.Tensor,
+    log_disp: torch.Tensor,
+    const: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``log p(x_i | z_i)`` summed over genes, ``mu = l_i softmax(logits)``, ``[..., B]``.
+
+    The NB goes through the fused :func:`nb_softmax_log_prob` (``const`` as there); the Poisson
+    and the Normal through :func:`count_distribution`.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[1.0, 0.0]])
+    >>> lp = count_log_prob("poisson", torch.zeros(1, 2), x, torch.zeros(1, 1), torch.zeros(2))
+    >>> round(float(lp), 4)  # two Poisson(0.5) genes: log(0.5) - 0.5 - 0.5
+    -1.6931
+    """
+    if likelihood == "nb":
+        return nb_softmax_log_prob(logits, x, log_lib, log_disp, const)
+    mu = (torch.log_softmax(logits, -1) + log_lib).exp()
+    return count_distribution(likelihood, mu, log_disp).log_prob(x).sum(-1)
+
+
+def draw_counts(
+    likelihood: str,
+    mu: torch.Tensor,
+    log_disp: torch.Tensor,
+    generator: torch.Generator | None = None,
+    n_samples: int | None = None,
+) -> torch.Tensor:
+    """Seeded draws from :func:`count_distribution` (``n_samples`` leading, if given).
+
+    The NB as a gamma-Poisson mixture (``lambda ~ Gamma(theta, theta / mu)``,
+    ``x ~ Poisson(lambda)``), the Poisson by ``torch.poisson``, the Normal as ``mu + sd eps``:
+    every draw from ``generator``, which ``torch.distributions`` samplers do not take.
+
+    Examples
+    --------
+    >>> x = draw_counts("poisson", torch.full((2, 3), 4.0), torch.zeros(3),
+    ...                 torch.Generator().manual_seed(0), n_samples=5)
+    >>> x.shape
+    torch.Size([5, 2, 3])
+    """
+    shape = mu.shape if n_samples is None else (n_samples, *mu.shape)
+    if likelihood == "nb":
+        theta = log_disp.exp()
+        rate = torch._standard_gamma(theta.expand(shape).contiguous(), generator=generator)
+        return torch.poisson(rate * mu / theta, generator=generator)
+    if likelihood == "poisson":
+        return torch.poisson(mu.expand(shape).contiguous(), generator=generator)
+    if likelihood == "normal":
+        eps = torch.randn(shape, device=mu.device, dtype=mu.dtype, generator=generator)
+        return mu + log_disp.exp() * eps
+    raise ValueError(f"unknown likelihood {likelihood!r}: choose one of {LIKELIHOODS}")

@@ -39,8 +39,9 @@ def average_treatment_effect(
     :meth:`~liftkit.perturb.modules.PerturbModule.latent_from_noise`) and globals
     ``(M, E) ~ q``, and ``S = n_samples`` inner count draws per particle. Treatment and control
     share the particle. ``y`` is the library-size-normalised log expression
-    ``log1p(target_sum * x / sum(x))`` of counts ``x ~ NB(l rho, theta)``, with ``l`` drawn from
-    the training library sizes, so that the ATE is on the same scale as the data DE of
+    ``log1p(target_sum * x / sum(x))`` of counts ``x ~ NB(l rho, theta)`` (or the module's
+    other likelihood, :meth:`~liftkit.perturb.modules.PerturbModule.draw_counts`), with ``l``
+    drawn from the training library sizes, so that the ATE is on the same scale as the data DE of
     :func:`differential_expression` (the paper normalises both by library size, App. A.3).
 
     Parameters
@@ -74,7 +75,6 @@ def average_treatment_effect(
     design = torch.cat(
         [torch.zeros(1, dosages.shape[1], device=dev), dosages.to(dev)]
     )  # row 0: control
-    theta = module.log_theta.exp()
     chunk = max(1, min(n_particles, max_elements // ((q + 1) * g * n_samples)))
     total = torch.zeros(q + 1, g, device=dev)
     for p0 in range(0, n_particles, chunk):
@@ -84,9 +84,9 @@ def average_treatment_effect(
         log_rho = module.decode_log_rho(module.latent_from_noise(u, glob, design), design)
         pick = torch.randint(len(library_sizes), (k, 1, 1), device=dev, generator=gen)
         mu = (log_rho + library_sizes.to(dev)[pick].log()).exp()
-        # gamma-Poisson draw (the NB of section 2.2) with the torch generator, for determinism
-        rate = torch._standard_gamma(theta.expand(n_samples, *mu.shape).contiguous(), generator=gen)
-        counts = torch.poisson(rate * mu / theta, generator=gen)
+        # the likelihood's draw (NB: gamma-Poisson) with the torch generator, for determinism;
+        # Normal draws are clipped at 0 so that the log-normalised expression exists
+        counts = module.draw_counts(mu, gen, n_samples).clamp_min(0.0)
         size = counts.sum(-1, keepdim=True).clamp_min(1.0)
         total += torch.log1p(target_sum * counts / size).sum((0, 1))
     mean = total / (n_particles * n_samples)

@@ -23,6 +23,8 @@ from torch import nn
 
 from liftkit.perturb.distributions import (
     bernoulli_log_prob,
+    beta_kl,
+    beta_rsample,
     gaussian_rsample,
     relaxed_bernoulli_st,
 )
@@ -88,10 +90,15 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def set_input_stats(self, x: torch.Tensor) -> None:
-        """Set the per-gene mean and sd of ``log1p`` counts from training counts ``[N, G]``."""
-        lx = torch.log1p(x)
-        self.x_mean.copy_(lx.mean(0))
-        self.x_scale.copy_(lx.std(0).clamp_min(1e-2))
+        """Set the per-gene mean and sd of ``log1p`` counts from training counts ``[N, G]``
+        (dense, or sparse rows whose moments are computed without densifying)."""
+        if hasattr(x, "moments"):  # sparse rows (liftkit.perturb.setup.CountRows)
+            mean, sd = x.moments(log1p=True)
+        else:
+            lx = torch.log1p(x)
+            mean, sd = lx.mean(0), lx.std(0)
+        self.x_mean.copy_(mean)
+        self.x_scale.copy_(sd.clamp_min(1e-2))
 
     def forward(
         self, x: torch.Tensor, cond: torch.Tensor | None = None
@@ -143,6 +150,58 @@ class MaskGuide(nn.Module):
     def log_prob(self, mask: torch.Tensor) -> torch.Tensor:
         """``log q(m_t)`` for masks ``[..., T, D]``: ``[..., T]``."""
         return bernoulli_log_prob(mask, self.logits)
+
+
+class MaskProbGuide(nn.Module):
+    """``q(p_tk) = Beta(c_tk, d_tk)`` of the non-collapsed Beta-Bernoulli mask prior.
+
+    With the prior ``p_tk ~ Beta(a, b)``, ``m_tk ~ Bern(p_tk)`` kept uncollapsed, the guide
+    gets a factor for every mask probability ``p_tk``, independent of ``q(m_t)`` (mean field
+    over ``p`` and ``m``). A Beta rather than a Kumaraswamy or logit-normal: it is the prior's
+    own family, so ``KL(q(p) || p(p))`` has a closed form
+    (:func:`~liftkit.perturb.distributions.beta_kl`), and torch differentiates Beta draws
+    exactly by implicit reparameterisation
+    (:func:`~liftkit.perturb.distributions.beta_rsample`), which removes the reason the
+    Kumaraswamy is used elsewhere (a closed-form inverse CDF for reparameterised draws, at the
+    price of a KL to the Beta prior that needs a truncated series).
+
+    Parameters
+    ----------
+    n_perts, n_latent
+        ``T`` and ``D``.
+    init
+        Initial ``(c, d)``; the prior's ``(a, b)`` by the modules' choice, so that the fit
+        starts at zero KL.
+    """
+
+    def __init__(self, n_perts: int, n_latent: int, init: tuple[float, float] = (1.0, 1.0)) -> None:
+        super().__init__()
+        if min(init) <= 1e-3:
+            raise ValueError(f"Beta concentrations must be > 1e-3, got {init}")
+        raw = [math.log(math.expm1(c - 1e-3)) for c in init]  # inverse of concentrations()
+        self.raw1 = nn.Parameter(torch.full((n_perts, n_latent), raw[0]))
+        self.raw0 = nn.Parameter(torch.full((n_perts, n_latent), raw[1]))
+
+    def concentrations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(c, d)``, ``[T, D]`` each (softplus of free parameters, floored at 1e-3)."""
+        return F.softplus(self.raw1) + 1e-3, F.softplus(self.raw0) + 1e-3
+
+    def mean(self) -> torch.Tensor:
+        """``E_q[p_tk] = c / (c + d)``, ``[T, D]``."""
+        c, d = self.concentrations()
+        return c / (c + d)
+
+    def sample(
+        self, n_particles: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities ``[P, T, D]`` drawn from ``q(p)`` and their ``log q``, ``[P, T]``."""
+        c, d = self.concentrations()
+        p, log_q = beta_rsample(c, d, (n_particles, *c.shape), generator)
+        return p, log_q.sum(-1)
+
+    def kl(self, a: float, b: float) -> torch.Tensor:
+        """``KL(q(p_t) || Beta(a, b))`` per perturbation, summed over latents, ``[T]``."""
+        return beta_kl(*self.concentrations(), a, b).sum(-1)
 
 
 class EmbeddingGuide(nn.Module):

@@ -29,7 +29,7 @@ from liftkit.perturb.modules import (
     SAMSVAEModule,
     SVAEPlusModule,
 )
-from liftkit.perturb.setup import Conditions, dosage_rows, read_counts, read_dosage
+from liftkit.perturb.setup import Conditions, CountRows, dosage_rows, read_counts, read_dosage
 from liftkit.perturb.training import StoppingRule, TrainingRecord, fit_module
 from liftkit.utils import resolve_device, set_seed
 
@@ -51,8 +51,11 @@ class PerturbVAE:
         Seeds the network initialisation.
     **module_kwargs
         Passed to the module class: ``guide`` (``"mf"``, ``"corr_basal"``, ``"corr_emb"`` or
-        ``"corr"``, SAMS-VAE sec. 2.3), ``n_latent``, ``hidden``, ``n_layers``, and for models
-        with masks ``mask_prior``, ``alpha``, ``beta_ab``, ``temperature``, ``mask_init``.
+        ``"corr"``, SAMS-VAE sec. 2.3), ``n_latent``, ``hidden``, ``n_layers``, ``likelihood``
+        (``"nb"``, ``"poisson"`` or ``"normal"``), ``emb_layers`` (depth of the ``q(E | M)``
+        network of the correlated-embedding families), and for models with masks
+        ``mask_prior`` (``"bernoulli"``, collapsed ``"beta"`` or non-collapsed
+        ``"beta_bernoulli"``), ``alpha``, ``beta_ab``, ``temperature``, ``mask_init``.
     """
 
     #: The pure-torch module this model trains.
@@ -74,7 +77,8 @@ class PerturbVAE:
             )
         self.layer, self.dosage_key = layer, dosage_key
         self.device = resolve_device(device)
-        x = read_counts(adata, layer)
+        # Training counts stay sparse (CSR); each minibatch is made dense on the device.
+        x = read_counts(adata, layer, sparse=True)
         d, names = read_dosage(adata, dosage_key)
         self.perturbation_names = names
         self.gene_names = list(map(str, adata.var_names))
@@ -83,7 +87,7 @@ class PerturbVAE:
         set_seed(seed)
         self.module = self.module_class(x.shape[1], design.shape[1], **module_kwargs)
         self.module.to(self.device)
-        self._x = torch.as_tensor(x, device=self.device)
+        self._x = CountRows(x, self.device)
         self._d = torch.as_tensor(design, device=self.device)
         self.module.set_input_stats(self._x)
         self.n_t = self._d.sum(0)
@@ -234,7 +238,7 @@ class PerturbVAE:
         ``[N, D]``; see :meth:`~liftkit.perturb.modules.PerturbModule.basal_mean`."""
         x, d = self._tensors(adata)
         self.module.eval()
-        return self.module.basal_mean(x, d).cpu().numpy()
+        return self.module.basal_mean(x[:], d).cpu().numpy()
 
     def posterior_predictive(self, adata: ad.AnnData | None = None, seed: int = 0) -> np.ndarray:
         """One posterior predictive replicate of each cell's counts, ``[N, G]`` (sec. 2.2), for
@@ -244,7 +248,59 @@ class PerturbVAE:
         gen = torch.Generator(device=x.device).manual_seed(seed)
         with torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
             torch.manual_seed(seed)
-            return self.module.posterior_predictive(x, d, gen).cpu().numpy()
+            return self.module.posterior_predictive(x[:], d, gen).cpu().numpy()
+
+    @torch.no_grad()
+    def sample_counts(
+        self,
+        perturbations: list[str] | np.ndarray | None = None,
+        n_cells: int = 100,
+        library_size: float | None = None,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Counts of new cells drawn from the fitted model under given dosages (sec. 2.2).
+
+        For each of ``n_cells`` draws: globals ``(M, E) ~ q``, basal state ``z^b ~ N(0, I)``,
+        the latent by the model's map (eq. 1 for SAMS-VAE), a library size (drawn from the
+        training cells, or ``library_size``) and counts from the likelihood with mean
+        ``l softmax(f(z))`` (:meth:`~liftkit.perturb.modules.PerturbModule.draw_counts`).
+        Every dosage row shares the draw's globals and basal state, as in the ATE.
+
+        Parameters
+        ----------
+        perturbations
+            Names of single perturbations (default: all) or a dosage matrix ``[Q, T]``; an
+            all-zero row is a control cell.
+        n_cells
+            Cells per dosage row.
+        library_size
+            A fixed library size (None: drawn from the training cells).
+        seed
+            Seed of every draw.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[Q, n_cells, G]`` counts (Normal likelihood: real values).
+        """
+        if perturbations is None:
+            perturbations = list(self.perturbation_names)
+        dose, _ = dosage_rows(perturbations, self.perturbation_names)
+        design = torch.as_tensor(self._design(dose), device=self.device)
+        module = self.module
+        module.eval()
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        glob = module.sample_globals(n_cells, generator=gen)
+        u = torch.randn((n_cells, 1, module.n_latent), device=self.device, generator=gen)
+        log_rho = module.decode_log_rho(module.latent_from_noise(u, glob, design), design)
+        if library_size is None:
+            pick = torch.randint(len(self.library_sizes), (n_cells, 1, 1), device=self.device,
+                                 generator=gen)
+            lib = self.library_sizes[pick]
+        else:
+            lib = torch.full((n_cells, 1, 1), float(library_size), device=self.device)
+        counts = module.draw_counts(log_rho.exp() * lib, gen)  # [n, Q, G]
+        return counts.transpose(0, 1).cpu().numpy()
 
     @torch.no_grad()
     def mask_probabilities(self) -> pd.DataFrame:

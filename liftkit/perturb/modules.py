@@ -2,7 +2,7 @@
 
 ::
 
-    PerturbModule              encoder, decoder, NB likelihood (sec. 2.2); z ~ N(0, I)
+    PerturbModule              encoder, decoder, likelihood (sec. 2.2); z ~ N(0, I)
     ├── ConditionalVAEModule   encoder and decoder also see the dosage d (App. A.3)
     └── LatentShiftModule      perturbations act by z^p = sum_t d_t (e_t * m_t) (eq. 1)
         ├── CPAVAEModule       z = z^b + z^p with every mask fixed to 1 (sec. 2.4)
@@ -31,23 +31,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from liftkit.perturb.distributions import (
+    LIKELIHOODS,
     beta_bernoulli_log_prob,
+    count_distribution,
+    count_log_prob,
+    draw_counts,
     gaussian_rsample,
-    nb_softmax_log_prob,
     std_normal_log_prob,
 )
 from liftkit.perturb.guides import (
     CorrelatedEmbedding,
     Encoder,
     MaskGuide,
+    MaskProbGuide,
     MeanFieldEmbedding,
     guide_flags,
     guide_name,
 )
 from liftkit.perturb.nets import Decoder
+from liftkit.stats import nb_log_prob_const
 
-#: Mask priors: ``m_tk ~ Bern(alpha)`` (sec. 2.1) or a collapsed Beta(a, b)-Bernoulli.
-MASK_PRIORS = ("bernoulli", "beta")
+#: Mask priors: ``m_tk ~ Bern(alpha)`` (sec. 2.1), the Beta(a, b)-Bernoulli collapsed over its
+#: probability (``"beta"``, alias ``"collapsed"``), or kept with one probability
+#: ``p_tk ~ Beta(a, b)`` per perturbation and latent and its own guide factor
+#: (``"beta_bernoulli"``).
+MASK_PRIORS = ("bernoulli", "beta", "collapsed", "beta_bernoulli")
 
 
 class Globals(NamedTuple):
@@ -75,12 +83,14 @@ class MaskPrior:
     Parameters
     ----------
     kind
-        ``"bernoulli"``: ``m_tk ~ Bern(alpha)``; ``"beta"``: collapsed Beta(a, b)-Bernoulli
-        (:func:`~liftkit.perturb.distributions.beta_bernoulli_log_prob`).
+        ``"bernoulli"``: ``m_tk ~ Bern(alpha)``; ``"beta"`` (or ``"collapsed"``): collapsed
+        Beta(a, b)-Bernoulli (:func:`~liftkit.perturb.distributions.beta_bernoulli_log_prob`);
+        ``"beta_bernoulli"``: ``p_tk ~ Beta(a, b)``, ``m_tk ~ Bern(p_tk)`` with ``p`` a latent
+        of its own (guide :class:`~liftkit.perturb.guides.MaskProbGuide`).
     alpha
         Bernoulli prior probability (small for sparse masks).
     beta_ab
-        ``(a, b)`` of the Beta-Bernoulli prior.
+        ``(a, b)`` of the Beta-Bernoulli priors.
     """
 
     kind: str = "bernoulli"
@@ -93,12 +103,27 @@ class MaskPrior:
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
 
-    def log_prob(self, mask: torch.Tensor) -> torch.Tensor:
-        """``log p(m_t)`` for masks ``[..., T, D]``: ``[..., T]``."""
+    @property
+    def has_probs(self) -> bool:
+        """Whether the mask probabilities ``p`` are latents with a guide factor."""
+        return self.kind == "beta_bernoulli"
+
+    def log_prob(self, mask: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(m_t)`` for masks ``[..., T, D]``: ``[..., T]``; for ``"beta_bernoulli"``
+        ``log p(m_t | p_t) + log p(p_t)`` at probabilities ``probs`` ``[..., T, D]`` (both from
+        ``torch.distributions``-equivalent densities: ``Bernoulli`` and ``Beta``)."""
         if self.kind == "bernoulli":
             a = self.alpha
             return (mask * math.log(a) + (1 - mask) * math.log1p(-a)).sum(-1)
-        return beta_bernoulli_log_prob(mask, *self.beta_ab)
+        if self.kind in ("beta", "collapsed"):
+            return beta_bernoulli_log_prob(mask, *self.beta_ab)
+        if probs is None:
+            raise ValueError("the beta_bernoulli prior needs the mask probabilities p")
+        a, b = (torch.tensor(v, dtype=probs.dtype, device=probs.device) for v in self.beta_ab)
+        log_p = torch.distributions.Beta(a, b, validate_args=False).log_prob(probs)
+        # Bernoulli(p) at a straight-through mask, written out: linear in the mask
+        log_m = mask * probs.log() + (1 - mask) * torch.log1p(-probs)
+        return (log_m + log_p).sum(-1)
 
 
 class SparseMask(nn.Module):
@@ -125,22 +150,35 @@ class SparseMask(nn.Module):
         super().__init__()
         self.prior = prior
         self.guide = MaskGuide(n_perts, n_latent, temperature, init_prob)
+        self.prob_guide = (
+            MaskProbGuide(n_perts, n_latent, prior.beta_ab) if prior.has_probs else None
+        )
 
     def probs(self) -> torch.Tensor:
         """``q(m_tk = 1)``, ``[T, D]``."""
         return self.guide.probs()
 
+    def log_ratio(self, mask: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(m_t) - log q(m_t)`` (beta_bernoulli: ``log p(m_t | p_t) + log p(p_t) -
+        log q(m_t)``, without ``log q(p_t)``), ``[..., T]``."""
+        # log p before log q: the order in which autograd sums the logits' gradient
+        return self.prior.log_prob(mask, probs) - self.guide.log_prob(mask)
+
     def sample(
         self, n_particles: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``m ~ q`` ``[P, T, D]`` and ``log p(m_t) - log q(m_t)``, ``[P, T]``."""
+        """``m ~ q`` ``[P, T, D]`` and ``log p(m_t) - log q(m_t)``, ``[P, T]``; with the
+        non-collapsed prior also ``p ~ q(p)`` and ``log p(p_t) - log q(p_t)`` in the ratio."""
         mask = self.guide.sample(n_particles, generator)
-        # log p before log q: the order in which autograd sums the logits' gradient
-        return mask, self.prior.log_prob(mask) - self.guide.log_prob(mask)
+        if self.prob_guide is None:
+            return mask, self.log_ratio(mask)
+        probs, log_qp = self.prob_guide.sample(n_particles, generator)
+        return mask, self.log_ratio(mask, probs) - log_qp
 
 
 class PerturbModule(nn.Module):
-    """Base of the family: ``q(z | x)``, ``z ~ N(0, I)``, ``x ~ NB(l softmax(f(z)), theta)``.
+    """Base of the family: ``q(z | x)``, ``z ~ N(0, I)``, ``x ~ NB(l softmax(f(z)), theta)``
+    (or a Poisson or Normal with the same mean).
 
     Subclasses override the hooks below to add global latents (:meth:`sample_globals`), a
     perturbation offset (:meth:`latent_shift`), inputs of the encoder and decoder
@@ -156,6 +194,10 @@ class PerturbModule(nn.Module):
     guide
         Inference family (:data:`~liftkit.perturb.guides.GUIDES`); models without global
         embeddings take ``"mf"`` only.
+    likelihood
+        ``p(x_ij | z_i)`` with mean ``l_i rho_ij``: ``"nb"`` (the paper's, sec. 2.2),
+        ``"poisson"`` or ``"normal"`` (per-gene sd, initialised at the training counts' sd);
+        see :data:`~liftkit.perturb.distributions.LIKELIHOODS`.
     """
 
     #: Whether the model learns masks (:meth:`mask_probs` is then ``q(m = 1)``).
@@ -169,8 +211,12 @@ class PerturbModule(nn.Module):
         hidden: int = 128,
         n_layers: int = 1,
         guide: str = "mf",
+        likelihood: str = "nb",
     ) -> None:
         super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}: choose one of {LIKELIHOODS}")
+        self.likelihood = likelihood
         self.n_genes, self.n_perts, self.n_latent = n_genes, n_perts, n_latent
         self.correlated_basal, self.correlated_embedding = self._guide_flags(guide)
         self.guide = guide_name(self.correlated_basal, self.correlated_embedding)
@@ -178,6 +224,8 @@ class PerturbModule(nn.Module):
         self.encoder = Encoder(n_genes, n_latent, hidden, n_layers, enc_cond)
         self.decoder = Decoder(n_latent, n_genes, hidden, n_layers, dec_cond)
         self.log_theta = nn.Parameter(torch.full((n_genes,), math.log(10.0)))
+        if likelihood == "normal":  # log sd per gene (set from the data by set_input_stats)
+            self.log_scale = nn.Parameter(torch.zeros(n_genes))
 
     # ------------------------------------------------------------------ construction hooks
     def _guide_flags(self, guide: str) -> tuple[bool, bool]:
@@ -196,8 +244,36 @@ class PerturbModule(nn.Module):
     # ------------------------------------------------------------------ inputs
     @torch.no_grad()
     def set_input_stats(self, x: torch.Tensor) -> None:
-        """Standardise the encoder input with these training counts ``[N, G]`` (App. A.3)."""
+        """Standardise the encoder input with these training counts ``[N, G]`` (App. A.3);
+        the Normal likelihood's sd starts at each gene's sd."""
         self.encoder.set_input_stats(x)
+        if self.likelihood == "normal":
+            sd = x.moments(log1p=False)[1] if hasattr(x, "moments") else x.std(0)
+            self.log_scale.copy_(sd.clamp_min(1e-2).log())
+
+    @property
+    def log_dispersion(self) -> torch.Tensor:
+        """The likelihood's per-gene parameter: ``log theta`` (NB), ``log sd`` (Normal);
+        the Poisson has none (``log theta``, unused, is returned)."""
+        return self.log_scale if self.likelihood == "normal" else self.log_theta
+
+    def likelihood_const(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The part of ``log p(x | z)`` that does not depend on ``z`` (NB only, else None),
+        computed once per batch by the IWELBO."""
+        return nb_log_prob_const(x, self.log_theta) if self.likelihood == "nb" else None
+
+    def observation_model(self, mu: torch.Tensor) -> torch.distributions.Distribution:
+        """``p(x | mu)`` as a ``torch.distributions`` object
+        (:func:`~liftkit.perturb.distributions.count_distribution`)."""
+        return count_distribution(self.likelihood, mu, self.log_dispersion)
+
+    def draw_counts(
+        self, mu: torch.Tensor, generator: torch.Generator | None = None,
+        n_samples: int | None = None,
+    ) -> torch.Tensor:
+        """Seeded draws from the likelihood with means ``mu``
+        (:func:`~liftkit.perturb.distributions.draw_counts`)."""
+        return draw_counts(self.likelihood, mu, self.log_dispersion, generator, n_samples)
 
     # ------------------------------------------------------------------ globals
     def mask_probs(self) -> torch.Tensor:
@@ -263,18 +339,15 @@ class PerturbModule(nn.Module):
         """One replicate ``x_rep ~ p(x | z) q(z | x, d)`` per cell, ``[B, G]`` (sec. 2.2).
 
         Globals and the per-cell latent are drawn from the guide (with ``generator``), then
-        counts from the NB likelihood with each cell's observed library size
-        (``torch.distributions.NegativeBinomial``, which draws from the global generator).
+        counts from the likelihood with each cell's observed library size
+        (:meth:`observation_model`, a ``torch.distributions`` object, which draws from the
+        global generator).
         """
         glob = self.sample_globals(1, generator)
         z = self.local_terms(x, d, glob, 1, generator=generator).z[0]
         log_rho = self.decode_log_rho(z, d)
         log_mean = log_rho + x.sum(-1, keepdim=True).clamp_min(1.0).log()
-        # mean theta * exp(logits) = l * rho, inverse dispersion theta (sec. 2.2)
-        nb = torch.distributions.NegativeBinomial(
-            total_count=self.log_theta.exp(), logits=log_mean - self.log_theta
-        )
-        return nb.sample()
+        return self.observation_model(log_mean.exp()).sample()
 
     # ------------------------------------------------------------------ model terms
     def decode_log_rho(self, z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -305,7 +378,7 @@ class PerturbModule(nn.Module):
         n_particles
             ``P``.
         const
-            :func:`liftkit.stats.nb_log_prob_const` of ``(x, log_theta)`` if already computed.
+            :meth:`likelihood_const` of ``x`` if already computed (NB only).
         generator
             Torch generator of the encoder noise (None: the global one).
         """
@@ -315,7 +388,7 @@ class PerturbModule(nn.Module):
         z, log_prior = self.compose(u, shift)
         logits = self.decoder(z, self.decoder_condition(d))
         log_lib = x.sum(-1, keepdim=True).clamp_min(1.0).log()
-        log_lik = nb_softmax_log_prob(logits, x, log_lib, self.log_theta, const)
+        log_lik = count_log_prob(self.likelihood, logits, x, log_lib, self.log_dispersion, const)
         return Locals(log_lik, log_lik + log_prior - log_q, z)
 
     def forward(
@@ -384,8 +457,9 @@ class CPAVAEModule(LatentShiftModule):
         n_layers: int = 1,
         guide: str = "mf",
         emb_layers: int = 1,
+        likelihood: str = "nb",
     ) -> None:
-        super().__init__(n_genes, n_perts, n_latent, hidden, n_layers, guide)
+        super().__init__(n_genes, n_perts, n_latent, hidden, n_layers, guide, likelihood)
         self.embedding = (
             CorrelatedEmbedding(n_perts, n_latent, hidden, emb_layers)
             if self.correlated_embedding
@@ -447,6 +521,8 @@ class SAMSVAEModule(CPAVAEModule):
         Of the :class:`~liftkit.perturb.guides.MaskGuide`.
     emb_layers
         Depth of the ``q(e_t | m_t)`` network (correlated-embedding families; our default 1).
+    likelihood
+        As for :class:`PerturbModule`.
     """
 
     has_mask = True
@@ -465,9 +541,11 @@ class SAMSVAEModule(CPAVAEModule):
         temperature: float = 0.5,
         mask_init: float = 0.5,
         emb_layers: int = 1,
+        likelihood: str = "nb",
     ) -> None:
         prior = MaskPrior(mask_prior, alpha, beta_ab)
-        super().__init__(n_genes, n_perts, n_latent, hidden, n_layers, guide, emb_layers)
+        super().__init__(n_genes, n_perts, n_latent, hidden, n_layers, guide, emb_layers,
+                         likelihood)
         self.mask = SparseMask(n_perts, n_latent, prior, temperature, mask_init)
 
     def _guide_flags(self, guide: str) -> tuple[bool, bool]:
@@ -496,7 +574,7 @@ class SVAEPlusModule(LatentShiftModule):
     ----------
     n_genes, n_perts, n_latent, hidden, n_layers, guide
         As for :class:`PerturbModule` (``guide="mf"`` only).
-    mask_prior, alpha, beta_ab, temperature, mask_init
+    mask_prior, alpha, beta_ab, temperature, mask_init, likelihood
         As for :class:`SAMSVAEModule`.
     """
 
@@ -515,9 +593,10 @@ class SVAEPlusModule(LatentShiftModule):
         beta_ab: tuple[float, float] = (1.0, 2.0),
         temperature: float = 0.5,
         mask_init: float = 0.5,
+        likelihood: str = "nb",
     ) -> None:
         prior = MaskPrior(mask_prior, alpha, beta_ab)
-        super().__init__(n_genes, n_perts, n_latent, hidden, n_layers, guide)
+        super().__init__(n_genes, n_perts, n_latent, hidden, n_layers, guide, likelihood)
         self.mask = SparseMask(n_perts, n_latent, prior, temperature, mask_init)
         self.shift_loc = nn.Parameter(0.1 * torch.randn(n_perts, n_latent))
 

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from liftkit.perturb.modules import PerturbModule
-from liftkit.stats import nb_log_prob_const
 
 
 def minibatch_elbo(
@@ -130,7 +129,7 @@ def iwelbo(
     for c0 in range(0, n, cell_chunk):
         c1 = min(c0 + cell_chunk, n)
         xb, db = x[c0:c1], d[c0:c1]
-        const = nb_log_prob_const(xb, module.log_theta)
+        const = module.likelihood_const(xb)
         part_chunk = max(1, min(n_particles, max_elements // ((c1 - c0) * g)))
         acc = torch.full((c1 - c0,), -math.inf, device=x.device)
         for p0 in range(0, n_particles, part_chunk):

@@ -11,12 +11,17 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 
 from liftkit.data import validate_counts
 
 
-def read_counts(adata: ad.AnnData, layer: str | None = "counts") -> np.ndarray:
-    """Raw counts as a dense float32 ``[N, G]`` array, after :func:`liftkit.data.validate_counts`.
+def read_counts(
+    adata: ad.AnnData, layer: str | None = "counts", *, sparse: bool = False
+) -> np.ndarray | sp.csr_matrix:
+    """Raw counts ``[N, G]`` after :func:`liftkit.data.validate_counts`: a dense float32 array,
+    or with ``sparse=True`` a float32 CSR matrix that is never made dense (wrap it in
+    :class:`CountRows` to train on it).
 
     Parameters
     ----------
@@ -24,24 +29,103 @@ def read_counts(adata: ad.AnnData, layer: str | None = "counts") -> np.ndarray:
         Cells x genes.
     layer
         Layer of raw counts; None reads ``adata.X``.
+    sparse
+        Return a CSR matrix (a dense layer is converted; a sparse one stays sparse).
 
     Raises
     ------
     ValueError
         Counts that are not non-negative integers, an empty matrix, or a cell without counts
         (the model conditions on a positive library size, SAMS-VAE sec. 2.2).
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, scipy.sparse as sp
+    >>> adata = ad.AnnData(sp.csr_matrix(np.array([[0, 2, 1], [3, 0, 0]], np.float32)))
+    >>> read_counts(adata, layer=None, sparse=True).nnz
+    3
+    >>> read_counts(adata, layer=None).sum(1).tolist()
+    [3.0, 3.0]
     """
     validate_counts(adata, layer)
     x = adata.X if layer is None else adata.layers[layer]
-    x = np.asarray(x.todense() if sp.issparse(x) else x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 1:
+    if len(x.shape) != 2 or x.shape[0] < 1:
         raise ValueError(f"counts must be a non-empty cells x genes matrix, got shape {x.shape}")
-    if (x.sum(1) == 0).any():
+    if sparse or sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float32)
+        empty = int((np.asarray(x.sum(1)).ravel() == 0).sum())  # stored zeros count as none
+    else:
+        x = np.asarray(x, dtype=np.float32)
+        empty = int((x.sum(1) == 0).sum())
+    if empty:
         raise ValueError(
-            f"{int((x.sum(1) == 0).sum())} cells have zero total counts: filter empty cells "
+            f"{empty} cells have zero total counts: filter empty cells "
             "(the model conditions on a positive library size)"
         )
-    return x.astype(np.float32)
+    return x if sparse or not sp.issparse(x) else x.toarray()
+
+
+class CountRows:
+    """Raw counts ``[N, G]`` kept as CSR; only the rows asked for are made dense.
+
+    Stands in for the dense count tensor where the models read counts: ``shape``, ``device``,
+    ``len``, ``rows[idx]`` (a tensor or array of cell indices, or a slice: dense float32
+    ``[B, G]`` on ``device``) and ``rows.sum(1)`` (library sizes ``[N]``). Minibatch SVI
+    (SAMS-VAE App. A.1) then holds one dense minibatch at a time, so a 100k-cell screen is
+    never made dense.
+
+    Parameters
+    ----------
+    counts
+        Cells x genes counts (CSR, any scipy sparse format, or a dense array).
+    device
+        Where the dense rows go.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, torch
+    >>> rows = CountRows(sp.csr_matrix(np.array([[0, 2], [3, 0], [1, 1]], np.float32)))
+    >>> rows[torch.tensor([2, 0])].tolist()
+    [[1.0, 1.0], [0.0, 2.0]]
+    >>> rows.sum(1).tolist(), tuple(rows.shape)
+    ([2.0, 3.0, 2.0], (3, 2))
+    """
+
+    def __init__(self, counts: sp.spmatrix | np.ndarray, device: torch.device | str = "cpu") -> None:
+        self.csr = sp.csr_matrix(counts, dtype=np.float32)
+        self.device = torch.device(device)
+
+    @property
+    def shape(self) -> torch.Size:
+        """``(N, G)``."""
+        return torch.Size(self.csr.shape)
+
+    def __len__(self) -> int:
+        return self.csr.shape[0]
+
+    def __getitem__(self, idx: torch.Tensor | np.ndarray | slice) -> torch.Tensor:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.detach().cpu().numpy()
+        return torch.from_numpy(self.csr[idx].toarray()).to(self.device)
+
+    def sum(self, dim: int) -> torch.Tensor:
+        """Sums over cells (``dim=0``, ``[G]``) or genes (``dim=1``, library sizes ``[N]``)."""
+        total = np.asarray(self.csr.sum(axis=dim, dtype=np.float64)).ravel()
+        return torch.from_numpy(total.astype(np.float32)).to(self.device)
+
+    def moments(self, log1p: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-gene mean and sd (``n - 1`` denominator, as ``torch.std``) over the cells of
+        ``log1p`` counts (``log1p=False``: of the counts), from the nonzero entries
+        (``log1p(0) = 0``): the encoder's input standardisation (SAMS-VAE App. A.3) without a
+        dense ``[N, G]`` matrix."""
+        lx = self.csr.astype(np.float64)
+        lx = lx.log1p() if log1p else lx
+        n = lx.shape[0]
+        mean = np.asarray(lx.sum(0)).ravel() / n
+        sq = np.asarray(lx.multiply(lx).sum(0)).ravel()
+        var = np.clip(sq - n * mean**2, 0.0, None) / (n - 1) if n > 1 else np.full_like(mean, np.nan)
+        mean_sd = torch.from_numpy(np.stack([mean, np.sqrt(var)]).astype(np.float32))
+        return tuple(mean_sd.to(self.device).unbind(0))
 
 
 def read_dosage(adata: ad.AnnData, dosage_key: str = "dosage") -> tuple[np.ndarray, list[str]]:

@@ -1,0 +1,406 @@
+"""The book's named sweeps as data: grids of tasks built from a chapter profile, and the tasks.
+
+A grid is a list of tasks; a task is a flat dict of scalar parameters with a ``task`` key naming
+its function in :data:`TASKS`. Each task function takes that dict and returns one result row
+(a dict), so a task is a plain, picklable function call that a Dask worker (or the calling
+process) can run alone: every piece of shared setup (library, oracle, test set, simulated data)
+is rebuilt from the task's own parameters and cached per process.
+
+Named grids (:data:`GRIDS`):
+
+``fig2``
+    LIFT Figure 2 (App. C): MOI x replicate x method on the chapter ``moi_experiment``'s
+    profile, plus its sensitivity variants: the ablations at the top MOI (``ablation``) and the
+    alternative constants s0 = 3, tau = 20 (``alt_setting``).
+``lab-splits``
+    LIFT App. E (chapter ``lab_splits``): target MOI x replicate x method on subsamples of a
+    component-split lab screen.
+``table1``
+    SAMS-VAE Table 1 (chapter ``sams_vae``): model x inference family x seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+#: Columns a result row may carry that a verification compares, per task function.
+COMPARE = {"fig2": ("pr_auc",), "lab-splits": ("pr_auc", "pr_auc_fresh"),
+           "table1": ("ate_pearson", "mask_f1"), "demo": ("residual",)}
+
+
+def _scalar(value: Any) -> Any:
+    """A task parameter as a Parquet-friendly scalar: lists and dicts become JSON text."""
+    return json.dumps(value) if isinstance(value, list | tuple | dict) else value
+
+
+def _threads(p: dict) -> None:
+    """One torch thread per task unless the task asks for more (workers share the cores)."""
+    torch.set_num_threads(int(p.get("threads") or 1))
+
+
+def fig2_grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tasks of LIFT Figure 2 (App. C) from a ``moi_experiment`` profile.
+
+    Main grid: every MOI of ``mois`` x ``replicates`` x (LIFT, conventional). With ``ablation``
+    ("leavs" or "full") the ablated LIFT variants at the top MOI; with ``alt_setting`` the
+    grid at s0 = 3, tau = 20 (MOIs 0.3, 1 and 10, two replicates), as in the chapter.
+
+    Examples
+    --------
+    >>> cfg = dict(mois=[0.3, 10.0], replicates=2, ablation=False, alt_setting=False, seed=0)
+    >>> len(fig2_grid(cfg))
+    8
+    """
+    keys = ("n_cells", "epochs", "batch_size", "lr", "patience", "val_min", "s0", "mult",
+            "compound", "threshold", "label_threshold", "patterns", "library", "library_pool",
+            "n_test", "channels", "threads", "seed", "device")
+    base = {k: _scalar(cfg.get(k)) for k in keys if k in cfg}
+    base.setdefault("seed", 0)
+    base.setdefault("device", "auto")
+    mois, top, reps = list(cfg["mois"]), max(cfg["mois"]), int(cfg["replicates"])
+    tasks = [dict(base, variant="main", moi=float(m), replicate=r, method=meth)
+             for m in mois for r in range(reps) for meth in ("LIFT", "conventional")]
+    if cfg.get("ablation"):
+        variants = ["LIFT (no LeaVS)"] + (["LIFT (cell-noise LeaVS)"]
+                                          if cfg["ablation"] == "full" else [])
+        tasks += [dict(base, variant="ablation", moi=float(top), replicate=r, method=meth)
+                  for r in range(reps) for meth in variants]
+    if cfg.get("alt_setting"):
+        alt = dict(base, s0=3.0, compound=True, label_threshold=10.0, threshold=20.0)
+        alt_mois = [m for m in mois if m in (0.3, 1.0, 10.0)] or mois
+        tasks += [dict(alt, variant="alt", moi=float(m), replicate=r, method=meth)
+                  for m in alt_mois for r in range(2) for meth in ("LIFT", "conventional")]
+    return [dict(t, task="fig2") for t in tasks]
+
+
+@lru_cache(maxsize=4)
+def _fig2_setup(key: str) -> tuple:
+    """Library, oracle, test set, ceiling and chance of a Figure 2 task (cached per process)."""
+    from liftkit.lift.experiment import (
+        ALT_PATTERNS,
+        _test_library,
+        make_test_set,
+        oracle_ceiling,
+    )
+    from liftkit.lift.library import make_library
+    from liftkit.lift.oracle import DEFAULT_PATTERNS, Oracle
+
+    p = json.loads(key)
+    patterns = p["patterns"]
+    motifs = {"paper": DEFAULT_PATTERNS, "alt": ALT_PATTERNS}.get(patterns) or tuple(
+        (int(st), tuple(a)) for st, a in json.loads(patterns))
+    lib = make_library(p["library"], pool_size=p["library_pool"], seed=p["seed"])
+    oracle = Oracle(patterns=motifs, s0=p["s0"], mult=p["mult"], compound=p["compound"])
+    gen = torch.Generator().manual_seed(p["seed"])  # as moi_experiment draws its test set
+    test = make_test_set(_test_library(lib), p["n_test"], oracle=oracle,
+                         label_threshold=p["label_threshold"], generator=gen)
+    return lib, oracle, test, oracle_ceiling(test), float(test.label.float().mean())
+
+
+def fig2_task(p: dict[str, Any]) -> dict[str, Any]:
+    """One Figure 2 fit: :func:`liftkit.lift.experiment.moi_fit` (eq. 6 / App. C) on the task's
+    screen, scored on the shared test set; adds the oracle ceiling and chance PR AUC.
+
+    Examples
+    --------
+    >>> row = fig2_task(fig2_grid(load_profile("moi_experiment", "smoke"))[0])  # doctest: +SKIP
+    >>> sorted(row)[:3]  # doctest: +SKIP
+    ['best_step', 'bound', 'budget_steps']
+    """
+    from liftkit.lift.experiment import moi_fit
+
+    _threads(p)
+    setup = ("library", "library_pool", "seed", "patterns", "s0", "mult", "compound",
+             "label_threshold", "n_test")
+    lib, oracle, test, ceiling, chance = _fig2_setup(json.dumps({k: p[k] for k in setup}))
+    fit_kw = dict(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], n_mc=128,
+                  patience=p["patience"], val_min=p["val_min"], mc_pool=20000,
+                  net_kw=dict(channels=p["channels"], hidden=p["channels"]))
+    row = moi_fit(lib, p["moi"], int(p["replicate"]), p["method"], test, n_cells=p["n_cells"],
+                  oracle=oracle, threshold=p["threshold"], fit_kw=fit_kw, seed=p["seed"],
+                  device=p["device"])
+    for k in ("moi", "replicate", "method"):
+        row.pop(k)
+    return dict(row, ceiling=ceiling, chance=chance, fraction_of_ceiling=row["pr_auc"] / ceiling,
+                bound=bool(row["bound"]))
+
+
+def fig2_frame(table: Any, variant: str = "main") -> Any:
+    """The per-(MOI, replicate, method) frame :func:`~liftkit.lift.experiment.moi_experiment`
+    returns as ``table``, from a ``fig2`` sweep table (rows of one ``variant``, status ok).
+
+    The chapter's figure code (and :func:`~liftkit.lift.experiment.summarise_pr_auc`) then reads
+    a sweep exactly as it reads fits trained in the kernel.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame(dict(variant=["main"], status=["ok"], moi=[1.0], replicate=[0],
+    ...                       method=["LIFT"], pr_auc=[0.5], bound=[False]))
+    >>> list(fig2_frame(t).columns[:4])
+    ['moi', 'replicate', 'method', 'pr_auc']
+    """
+    rows = table[(table.variant == variant) & (table.status == "ok")]
+    rows = rows.sort_values(["moi", "replicate", "method"], kind="stable").reset_index(drop=True)
+    first = ["moi", "replicate", "method", "pr_auc"]
+    return rows[first + [c for c in rows.columns if c not in first]]
+
+
+def fig2_result(table: Any, variant: str = "main") -> Any:
+    """A ``fig2`` sweep table read as the chapter reads :func:`moi_experiment`'s result: ``table``
+    (:func:`fig2_frame`), ``ceiling``, ``chance``, no ``curves`` or ``test`` (the scores are not
+    kept), and ``settings``, the chapter parameters the sweep ran with; None when the table has
+    no row of ``variant``.
+
+    ``table`` is a DataFrame or a Parquet path (relative paths from the repository's top).
+
+    Examples
+    --------
+    >>> res = fig2_result("book/results/fig2_scale.parquet")  # doctest: +SKIP
+    >>> res.settings["n_cells"]  # doctest: +SKIP
+    18000
+    """
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from liftkit.utils import repo_root
+
+    if not isinstance(table, pd.DataFrame):
+        table = pd.read_parquet(repo_root() / table)
+    rows = fig2_frame(table, variant)
+    if rows.empty:
+        return None
+    first = rows.iloc[0]
+    settings = {k: first[k].item() if hasattr(first[k], "item") else first[k]
+                for k in ("n_cells", "n_test", "label_threshold", "threshold", "s0", "compound")}
+    settings.update(mois=sorted(float(m) for m in rows.moi.unique()),
+                    replicates=int(rows.replicate.nunique()))
+    return SimpleNamespace(table=rows, ceiling=float(first.ceiling), chance=float(first.chance),
+                           curves={}, test=None, settings=settings,
+                           seconds=float(rows.task_wall_seconds.sum()))
+
+
+def lab_splits_grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tasks of the lab-style splits (LIFT App. E) from a ``lab_splits`` profile: each target
+    MOI of ``target_mois`` and the full training set (``target_moi`` NaN) x replicate x method.
+
+    Examples
+    --------
+    >>> len(lab_splits_grid(dict(target_mois=[0.3], replicates=2, seed=0)))
+    8
+    """
+    keys = ("moi", "sort_threshold", "clones_per_cell", "s0", "hit_threshold", "patience",
+            "val_min", "test_fraction", "epochs", "batch_size", "n_mc", "lr", "channels",
+            "mc_pool", "n_cells", "n_fresh", "threads", "seed", "device")
+    base = {k: _scalar(cfg.get(k)) for k in keys if k in cfg}
+    base.setdefault("seed", 0)
+    base.setdefault("device", "auto")
+    levels = [float(t) for t in cfg["target_mois"]] + [float("nan")]
+    return [dict(base, task="lab-splits", target_moi=t, replicate=r, method=m)
+            for t in levels for r in range(int(cfg["replicates"]))
+            for m in ("LIFT", "conventional")]
+
+
+@lru_cache(maxsize=2)
+def _lab_setup(key: str) -> tuple:
+    """The chapter's lab screen, its component split, MOI estimate and test sets (cached)."""
+    import dataclasses
+
+    import liftkit
+    from liftkit.lift import splits
+    from liftkit.lift.experiment import TestSet, make_test_set, oracle_ceiling
+    from liftkit.lift.library import make_library
+    from liftkit.lift.oracle import Oracle
+    from liftkit.lift.screen import simulate_screen
+
+    p = json.loads(key)
+    gen = liftkit.set_seed(p["seed"])
+    oracle = Oracle(s0=p["s0"])
+    design = make_library("site")
+    physical = splits.ClonePool(design, int(p["clones_per_cell"] * p["n_cells"]), gen)
+    screen = simulate_screen(physical, p["n_cells"], p["moi"], oracle=oracle,
+                             threshold=p["sort_threshold"], generator=gen)
+    split = splits.component_split(screen, test_fraction=p["test_fraction"], seed=p["seed"])
+    est = splits.estimate_moi(split.train.seqs_per_cell())
+    train, test = dataclasses.replace(split.train, moi=est.moi), split.test
+    single = torch.nonzero(test.seqs_per_cell() == 1).squeeze(1)
+    owner = test.seq_idx[test.cell_ptr[single]]
+    hits = test.y[single] > p["hit_threshold"]
+    lab = TestSet(tokens=test.tokens[owner], y=test.y[single], label=hits,
+                  strength=test.seq_strength[owner])
+    fresh = make_test_set(design, p["n_fresh"], oracle=oracle,
+                          generator=torch.Generator().manual_seed(p["seed"] + 99))
+    return design, train, est.moi, lab, fresh, oracle_ceiling(lab), oracle_ceiling(fresh)
+
+
+def lab_splits_task(p: dict[str, Any]) -> dict[str, Any]:
+    """One fit of the lab-splits grid: LIFT (eq. 6) or conventional training on the subsample at
+    ``target_moi`` (App. E, :func:`~liftkit.lift.splits.subsample_to_moi`), PR AUC on the lab
+    test set and on fresh sequences.
+
+    Examples
+    --------
+    >>> lab_splits_task(lab_splits_grid(profile)[0])["pr_auc"]  # doctest: +SKIP
+    0.41
+    """
+    import math
+
+    from liftkit.lift import splits
+    from liftkit.lift.experiment import predict
+    from liftkit.lift.train import fit_conventional, fit_lift
+    from liftkit.metrics import pr_auc
+
+    _threads(p)
+    setup = ("seed", "s0", "clones_per_cell", "n_cells", "moi", "sort_threshold",
+             "test_fraction", "hit_threshold", "n_fresh")
+    design, full, moi_hat, lab, fresh, ceil_lab, ceil_fresh = _lab_setup(
+        json.dumps({k: p[k] for k in setup}))
+    target, rep = p["target_moi"], int(p["replicate"])
+    row = dict(moi_hat=moi_hat, ceiling=ceil_lab, ceiling_fresh=ceil_fresh)
+    if not math.isnan(target) and target >= moi_hat:
+        raise ValueError(f"target MOI {target} is not below the estimated MOI {moi_hat:.2f}")
+    tr = full if math.isnan(target) else splits.subsample_to_moi(
+        full, target, seed=p["seed"] + rep, moi_hat=moi_hat)
+    fit = fit_lift if p["method"] == "LIFT" else fit_conventional
+    model = fit(tr, design, moi=tr.moi, seed=p["seed"] + rep, epochs=p["epochs"],
+                patience=p["patience"], val_min=p["val_min"], batch_size=p["batch_size"],
+                n_mc=p["n_mc"], lr=p["lr"], mc_pool=p["mc_pool"],
+                net_kw=dict(channels=p["channels"], hidden=p["channels"]), device=p["device"],
+                show_progress=False)
+    return dict(row, train_cells=tr.n_sorted, train_moi=float(tr.moi),
+                pr_auc=pr_auc(lab.label, predict(model, lab.tokens)),
+                pr_auc_fresh=pr_auc(fresh.label, predict(model, fresh.tokens)),
+                epochs_run=model.epochs_run, bound=bool(model.bound),
+                fit_cpu_seconds=model.cpu_seconds)
+
+
+def lab_splits_frame(table: Any) -> Any:
+    """The chapter ``lab_splits``'s per-fit frame (``method``, ``MOI``, ``rep``, ``train cells``,
+    ``PR AUC``, ``PR AUC, fresh sequences``, ``epochs``, ``bound``, ``cpu s``) from a
+    ``lab-splits`` sweep table; the full training set is labelled by its estimated MOI.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame(dict(status=["ok"], method=["LIFT"], target_moi=[float("nan")],
+    ...     moi_hat=[1.234], replicate=[0], train_cells=[10], pr_auc=[0.5], pr_auc_fresh=[0.4],
+    ...     epochs_run=[3.0], bound=[False], fit_cpu_seconds=[1.0]))
+    >>> lab_splits_frame(t)["MOI"].tolist()
+    [1.23]
+    """
+    rows = table[table.status == "ok"]
+    names = {"method": "method", "MOI": "MOI", "replicate": "rep", "train_cells": "train cells",
+             "pr_auc": "PR AUC", "pr_auc_fresh": "PR AUC, fresh sequences",
+             "epochs_run": "epochs", "bound": "bound", "fit_cpu_seconds": "cpu s"}
+    rows = rows.assign(MOI=rows.target_moi.fillna(rows.moi_hat).round(2))[list(names)]
+    return rows.rename(columns=names).reset_index(drop=True)
+
+
+def table1_grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tasks of SAMS-VAE Table 1 from a ``sams_vae`` profile: every (model, inference family) of
+    :data:`~liftkit.perturb.experiment.TABLE1_ROWS` x each fit seed of ``seeds``.
+
+    Examples
+    --------
+    >>> len(table1_grid(dict(seeds=[0, 1], seed=0)))
+    16
+    """
+    from liftkit.perturb.experiment import TABLE1_ROWS
+
+    skip = ("seeds", "umap", "settle_steps", "profile", "results")
+    base = {k: _scalar(v) for k, v in cfg.items() if k not in skip}
+    base.setdefault("seed", 0)
+    base.setdefault("device", "auto")
+    return [dict(base, task="table1", model=m, guide=g, fit_seed=int(s))
+            for s in cfg["seeds"] for m, g in TABLE1_ROWS]
+
+
+@lru_cache(maxsize=2)
+def _table1_setup(key: str) -> tuple:
+    """The chapter's cells, split, data DE and truth (cached per process)."""
+    from liftkit.perturb.experiment import table1_data
+
+    p = json.loads(key)
+    dataset = p.pop("dataset")
+    _, train, test, de, truth = table1_data(p, dataset)
+    return train, test, de, truth if dataset == "synthetic_perturb_seq" else None
+
+
+def table1_task(p: dict[str, Any]) -> dict[str, Any]:
+    """One Table 1 fit: :func:`~liftkit.perturb.experiment.table1_fit` (ELBO of eq. 3).
+
+    Examples
+    --------
+    >>> table1_task(table1_grid(load_profile("sams_vae", "smoke"))[0])  # doctest: +SKIP
+    """
+    from liftkit.perturb.experiment import table1_fit
+
+    _threads(p)
+    data_keys = ("n_cells", "n_genes", "n_latent", "n_pathways", "perts_per_pathway",
+                 "pathway_dims", "effect_scale", "seed", "dataset")
+    train, test, de, truth = _table1_setup(json.dumps({k: p[k] for k in data_keys}))
+    fit_kw = {k: p[k] for k in ("max_epochs", "batch_size", "lr", "mask_lr", "eval_every",
+                                "patience", "lr_schedule", "n_latent", "hidden", "alpha")}
+    eval_kw = dict(iwelbo_particles=p["iwelbo_particles"], ate_particles=p["ate_particles"],
+                   rf_repeats=p["rf_repeats"], rf_trees=p["rf_trees"],
+                   top_k=min(20, p["n_genes"]))
+    row, _ = table1_fit(p["model"], p["guide"], train, test, de, truth, seed=p["fit_seed"],
+                        fit_kw=fit_kw, eval_kw=eval_kw, device=p["device"])
+    for k in ("model", "guide", "seed"):
+        row.pop(k)
+    return dict(row, bound=bool(row["bound_by_budget"]))
+
+
+def demo_grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """A grid of ``n_tasks`` equal CPU-bound tasks (:func:`demo_task`), for tests and benchmarks.
+
+    Examples
+    --------
+    >>> [t["index"] for t in demo_grid(dict(n_tasks=3, size=8, steps=2))]
+    [0, 1, 2]
+    """
+    fail = set(cfg.get("fail") or [])
+    return [dict(task="demo", index=i, size=int(cfg["size"]), steps=int(cfg["steps"]),
+                 seed=int(cfg.get("seed", 0)) + i, fail=i in fail) for i in range(cfg["n_tasks"])]
+
+
+def demo_task(p: dict[str, Any]) -> dict[str, Any]:
+    """Least squares by ``steps`` gradient steps on a seeded ``size`` x ``size`` system (raises
+    when ``fail``): deterministic work of a known cost. Returns the final residual norm.
+
+    Examples
+    --------
+    >>> row = demo_task(dict(size=4, steps=0, seed=0, fail=False))
+    >>> row["residual"] > 0 and not row["bound"]
+    True
+    """
+    if p.get("fail"):
+        raise RuntimeError(f"task {p.get('index')} failed on purpose")
+    _threads(p)
+    gen = torch.Generator().manual_seed(int(p["seed"]))
+    a = torch.randn(p["size"], p["size"], generator=gen, dtype=torch.float64)
+    b = torch.randn(p["size"], generator=gen, dtype=torch.float64)
+    x = torch.zeros_like(b)
+    step = 1.0 / float(torch.linalg.matrix_norm(a, ord=2)) ** 2
+    for _ in range(p["steps"]):  # the loop is the work being timed, not a hot path
+        x = x - step * (a.T @ (a @ x - b))
+    return dict(residual=float(torch.linalg.vector_norm(a @ x - b)), bound=False)
+
+
+#: Task name -> task function (a task's ``task`` key).
+TASKS: dict[str, Callable[[dict], dict]] = {
+    "fig2": fig2_task, "lab-splits": lab_splits_task, "table1": table1_task, "demo": demo_task,
+}
+
+#: Grid name -> (chapter whose profile it reads, grid builder).
+GRIDS: dict[str, tuple[str, Callable[[dict], list[dict]]]] = {
+    "fig2": ("moi_experiment", fig2_grid),
+    "lab-splits": ("lab_splits", lab_splits_grid),
+    "table1": ("sams_vae", table1_grid),
+}
