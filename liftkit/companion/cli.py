@@ -81,7 +81,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{int(report.ok.sum())} of {len(report)} recomputed values within tolerance")
         return 0 if bool(report.ok.all()) else 1
     if not args.name:
-        raise ValueError("`liftkit sweep` needs a sweep name (fig2, lab-splits, table1) or --verify")
+        raise ValueError("`liftkit sweep` needs a sweep name (fig2, lab-splits, table1, lifted) "
+                         "or --verify")
     params = {name: parse_value(value) for name, value in args.parameter}
     if args.tasks:
         grid = build_grid(args.name, params).drop(columns="params")
@@ -99,7 +100,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     """The ``liftkit sweep`` sub-command (liftkit.companion.sweep)."""
     swp = sub.add_parser("sweep", help="run a named grid of fits on Dask into a Parquet table")
-    swp.add_argument("name", nargs="?", help="fig2, lab-splits or table1")
+    swp.add_argument("name", nargs="?", help="fig2, lab-splits, table1 or lifted")
     swp.add_argument(
         "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
         help="profile, seed, device, or a chapter profile value (YAML), e.g. -p n_cells 18000",

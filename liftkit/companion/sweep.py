@@ -57,8 +57,8 @@ def build_grid(name: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
     Parameters
     ----------
     name
-        A key of :data:`~liftkit.companion.grids.GRIDS` (``fig2``, ``lab-splits``, ``table1``)
-        or ``demo``.
+        A key of :data:`~liftkit.companion.grids.GRIDS` (``fig2``, ``lab-splits``, ``table1``,
+        ``lifted``) or ``demo``.
     params
         ``profile`` (default ``"default"``), ``seed`` and ``device``, and overrides of the
         chapter profile's values (e.g. ``{"n_cells": 18000}``).

@@ -6,11 +6,11 @@ SAMS-VAE's additive latent model (eq. 1) each cell then measures a *sum* of spar
 the LIFT setting in latent space: a fixed budget of cells tests more perturbations per cell as
 the MOI grows, at the price of mixing their effects. :func:`run_lifted` simulates such screens
 (:func:`lifted_screen`), fits SAMS-VAE to each, and scores mask recovery, embedding recovery
-(:func:`embedding_recovery`) and single-perturbation ATE-Pearson on held-out single-guide cells,
-beside the conventional analysis that keeps only cells with at most one guide
-(:func:`single_guide_cells`). :func:`interaction_case` adds a pair whose joint effect is not
-the sum of its members' (:func:`interaction_effect`), where additivity must fail (LIFT's
-limitations section).
+(:func:`embedding_recovery`) and single-perturbation ATE-Pearson on held-out single-guide cells
+(one fit per MOI, replicate and design: :func:`lifted_fit`), beside the conventional analysis
+that keeps only cells with at most one guide (:func:`single_guide_cells`).
+:func:`interaction_case` adds a pair whose joint effect is not the sum of its members'
+(:func:`interaction_effect`), where additivity must fail (LIFT's limitations section).
 """
 
 from __future__ import annotations
@@ -174,13 +174,64 @@ def oracle_singles(truth: dict[str, Any], de: pd.DataFrame, n_cells: int = 500,
                 ate_pearson_top=ate_pearson(fresh, de.to_numpy(), top_k=top_k)["mean"])
 
 
+def lifted_fit(
+    truth: dict[str, Any], n_cells: int, moi: float, replicate: int, design: str,
+    fit_kw: dict[str, Any], heldout: tuple[ad.AnnData, pd.DataFrame], *,
+    guide: str = "corr_basal", ate_particles: int = 200, top_k: int = 10, device: str = "auto",
+    screen: ad.AnnData | None = None,
+) -> dict[str, Any]:
+    """One fit of the MOI grid: SAMS-VAE (ELBO of SAMS-VAE eq. 3 on the additive latent model,
+    eq. 1) fitted to the screen of (``moi``, ``replicate``) under ``design``, scored against the
+    truth with :func:`score_singles`.
+
+    The screen has ``n_cells`` cells with ``Poisson(moi)`` guides each (LIFT eq. 5), seeded by
+    the MOI and the replicate (:func:`lifted_screen`; pass ``screen`` to reuse one already
+    drawn); ``design`` is one of :data:`DESIGNS`: all its cells, or its single-guide cells only
+    (:func:`single_guide_cells`). The fit seed is the replicate.
+
+    Returns
+    -------
+    dict
+        ``moi``, ``replicate``, ``design``, the cells and mean guides the fit saw, the
+        :func:`score_singles` metrics and the training record (``steps``, ``best_step``,
+        ``bound_by_budget``, ``cpu_seconds``): one row of :func:`run_lifted`.
+
+    Examples
+    --------
+    >>> from liftkit.perturb.combinations import simulated_truth
+    >>> truth = simulated_truth(n_genes=10, n_latent=4, n_pathways=2, perts_per_pathway=2)
+    >>> row = lifted_fit(truth, 300, 1.0, 0, DESIGNS[1], dict(steps=5, n_latent=4, hidden=8),
+    ...                  heldout_singles(truth, 5, 10), ate_particles=4, top_k=5, device="cpu")
+    >>> row["design"], int(row["mean_guides"] <= 1)
+    ('single-guide cells only', 1)
+    """
+    from liftkit.perturb.experiment import fit_model  # experiment imports the models' stack
+
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}: choose one of {list(DESIGNS)}")
+    if screen is None:
+        screen = lifted_screen(truth, n_cells, moi, seed=1000 * replicate + int(100 * moi))
+    cells = screen if design == DESIGNS[0] else single_guide_cells(screen)
+    # a small single-guide subset keeps a quarter of its cells for validation
+    kw = {**fit_kw, "val_min_cells": min(fit_kw.get("val_min_cells", 100),
+                                         max(1, cells.n_obs // 4))}
+    model = fit_model("SAMS-VAE", guide, cells, seed=replicate, device=device, **kw)
+    row = score_singles(model, truth, heldout[1], ate_particles, top_k, seed=replicate)
+    rec = model.record
+    return dict(moi=moi, replicate=replicate, design=design, cells=cells.n_obs,
+                mean_guides=float(cells.obs["n_guides"].mean()), **row, steps=rec.steps,
+                best_step=rec.best_step, bound_by_budget=rec.bound_by_budget,
+                cpu_seconds=rec.cpu_seconds)
+
+
 def run_lifted(
     truth: dict[str, Any], *, n_cells: int, mois: list[float], replicates: int,
     fit_kw: dict[str, Any], heldout: tuple[ad.AnnData, pd.DataFrame], guide: str = "corr_basal",
     ate_particles: int = 200, top_k: int = 10, device: str = "auto",
 ) -> pd.DataFrame:
     """The MOI grid at a fixed cell budget: per MOI and replicate, one screen of ``n_cells``
-    cells, SAMS-VAE fitted to all of them and to its single-guide cells only.
+    cells, SAMS-VAE fitted to all of them and to its single-guide cells only
+    (:func:`lifted_fit` per design; the ``lifted`` sweep runs the same fits as separate tasks).
 
     One row per (moi, replicate, design) with the :func:`score_singles` metrics, the cells and
     mean guides the fit saw, and its training record (early stopping on a validation set taken
@@ -196,24 +247,13 @@ def run_lifted(
     >>> out["design"].tolist()
     ['lifted (all cells)', 'single-guide cells only']
     """
-    from liftkit.perturb.experiment import fit_model  # experiment imports the models' stack
-
     rows = []
     for moi in mois:
         for rep in range(replicates):
             screen = lifted_screen(truth, n_cells, moi, seed=1000 * rep + int(100 * moi))
-            for design, cells in zip(DESIGNS, (screen, single_guide_cells(screen)), strict=True):
-                # a small single-guide subset keeps a quarter of its cells for validation
-                kw = {**fit_kw, "val_min_cells": min(fit_kw.get("val_min_cells", 100),
-                                                     max(1, cells.n_obs // 4))}
-                model = fit_model("SAMS-VAE", guide, cells, seed=rep, device=device, **kw)
-                row = score_singles(model, truth, heldout[1], ate_particles, top_k, seed=rep)
-                rec = model.record
-                rows.append(dict(moi=moi, replicate=rep, design=design, cells=cells.n_obs,
-                                 mean_guides=float(cells.obs["n_guides"].mean()), **row,
-                                 steps=rec.steps, best_step=rec.best_step,
-                                 bound_by_budget=rec.bound_by_budget,
-                                 cpu_seconds=rec.cpu_seconds))
+            rows += [lifted_fit(truth, n_cells, moi, rep, design, fit_kw, heldout, guide=guide,
+                                ate_particles=ate_particles, top_k=top_k, device=device,
+                                screen=screen) for design in DESIGNS]
     return pd.DataFrame(rows)
 
 
