@@ -135,7 +135,7 @@ def chapter_config(chapter: str, namespace: dict[str, Any], show: bool = True) -
     namespace
         The notebook's global namespace.
     show
-        Display the resolved values as a compact table (overridden values marked ``*``).
+        Display the resolved values as a compact two-column table (overridden values marked ``*``).
 
     Examples
     --------
@@ -159,7 +159,7 @@ def chapter_config(chapter: str, namespace: dict[str, Any], show: bool = True) -
     return cfg
 
 
-def config_table(cfg: SimpleNamespace, changed: set[str] = frozenset(), columns: int = 3) -> pd.DataFrame:
+def config_table(cfg: SimpleNamespace, changed: set[str] = frozenset(), columns: int = 2) -> pd.DataFrame:
     """The resolved values laid out in ``columns`` (parameter, value) pairs per row.
 
     Examples
