@@ -58,11 +58,23 @@ def default_output(chapter: str | Path) -> Path:
     >>> default_output("book/coherence.md").name
     'coherence.ipynb'
     """
+    return runs_path(f"{Path(chapter).stem}.ipynb")
+
+
+def runs_path(filename: str) -> Path:
+    """``runs/<filename>`` of the repository, or of the working directory outside a checkout:
+    where commands write their results by default.
+
+    Examples
+    --------
+    >>> runs_path("fig2.parquet").parts[-2:]
+    ('runs', 'fig2.parquet')
+    """
     try:
         base = repo_root()
     except FileNotFoundError:
         base = Path.cwd()
-    return base / "runs" / f"{Path(chapter).stem}.ipynb"
+    return base / "runs" / filename
 
 
 def read_chapter(path: str | Path) -> nbformat.NotebookNode:

@@ -31,7 +31,8 @@ from typing import Any
 import pandas as pd
 
 from liftkit.companion.grids import COMPARE, GRIDS, TASKS
-from liftkit.utils import atomic_path, progress, repo_root
+from liftkit.companion.runner import runs_path
+from liftkit.utils import atomic_path, progress
 
 #: Defaults of the ``demo`` grid (equal CPU-bound tasks; tests and benchmarks).
 DEMO_DEFAULTS: dict[str, Any] = dict(n_tasks=4, size=200, steps=2000, seed=0, fail=[])
@@ -148,11 +149,7 @@ def default_sweep_output(name: str) -> Path:
     >>> default_sweep_output("fig2").name
     'fig2.parquet'
     """
-    try:
-        base = repo_root()
-    except FileNotFoundError:
-        base = Path.cwd()
-    return base / "runs" / f"{name}.parquet"
+    return runs_path(f"{name}.parquet")
 
 
 def write_table(rows: list[dict[str, Any]] | pd.DataFrame, path: str | Path) -> pd.DataFrame:
