@@ -50,3 +50,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A small simulated perturb-seq screen (300 cells x 20 genes, 6 perturbations) shared by
+    the SAMS-VAE model, training and likelihood tests; one torch thread (make test sets it too)."""
+    import torch
+
+    from liftkit.perturb.simulate import simulate_perturb_seq
+
+    torch.set_num_threads(1)
+    return simulate_perturb_seq(
+        n_cells=300, n_genes=20, n_latent=4, n_pathways=2, perts_per_pathway=3, seed=0
+    )

@@ -10,7 +10,7 @@ import torch
 from scipy import special, stats
 
 from liftkit.metrics import mean_corr_coef
-from liftkit.perturb import SAMSVAE, simulate_perturb_seq
+from liftkit.perturb import SAMSVAE
 from liftkit.perturb.distributions import (
     beta_kl,
     beta_rsample,
@@ -20,14 +20,6 @@ from liftkit.perturb.distributions import (
 )
 from liftkit.perturb.experiment import fit_model
 from liftkit.perturb.modules import MaskPrior, SAMSVAEModule, SparseMask
-
-
-@pytest.fixture(scope="module")
-def small():
-    torch.set_num_threads(1)
-    return simulate_perturb_seq(
-        n_cells=300, n_genes=20, n_latent=4, n_pathways=2, perts_per_pathway=3, seed=0
-    )
 
 
 def test_beta_draws_follow_scipy_beta_and_carry_gradients():

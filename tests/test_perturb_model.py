@@ -24,13 +24,6 @@ from liftkit.perturb.experiment import TABLE1_ROWS, evaluate_model, fit_model, s
 from liftkit.perturb.setup import Conditions, dosage_rows
 
 
-@pytest.fixture(scope="module")
-def small():
-    return simulate_perturb_seq(
-        n_cells=300, n_genes=20, n_latent=4, n_pathways=2, perts_per_pathway=3, seed=0
-    )
-
-
 def test_simulation_structure(small):
     a = small
     d = a.obsm["dosage"].to_numpy()

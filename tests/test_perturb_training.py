@@ -13,7 +13,7 @@ import torch
 from scipy import stats
 
 from liftkit.metrics import mean_corr_coef
-from liftkit.perturb import CPAVAE, SAMSVAE, simulate_perturb_seq
+from liftkit.perturb import CPAVAE, SAMSVAE
 from liftkit.perturb.experiment import (
     fit_model,
     read_table1,
@@ -22,14 +22,6 @@ from liftkit.perturb.experiment import (
     write_table1,
 )
 from liftkit.perturb.objectives import iwelbo
-
-
-@pytest.fixture(scope="module")
-def small():
-    torch.set_num_threads(1)
-    return simulate_perturb_seq(
-        n_cells=300, n_genes=20, n_latent=4, n_pathways=2, perts_per_pathway=3, seed=0
-    )
 
 
 def test_budget_in_epochs_and_no_validation_runs_it_all(small):
