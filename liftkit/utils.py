@@ -83,6 +83,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def _current_umask() -> int:
+    """The process's umask (``os.umask`` can only be read by setting it, so set it back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @contextmanager
 def atomic_path(target: str | Path, suffix: str = ".part") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.
@@ -98,13 +105,18 @@ def atomic_path(target: str | Path, suffix: str = ".part") -> Iterator[Path]:
     ...     _ = tmp.write_text("done")
     >>> target.read_text()
     'done'
+    >>> oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_current_umask())
+    True
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=suffix)
     os.close(fd)
+    mode = 0o666 & ~_current_umask()
     try:
         yield Path(tmp)
+        # mkstemp creates the file readable by its owner only; give it the mode of a plain open()
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
