@@ -9,11 +9,14 @@ The model's IWELBO (section 3.1) is :func:`liftkit.perturb.objectives.iwelbo`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from liftkit.perturb.modules import PerturbModule
@@ -93,17 +96,70 @@ def average_treatment_effect(
     return (mean[1:] - mean[:1]).cpu().numpy()
 
 
-def log_normalise(x: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
+def log_normalise(
+    x: np.ndarray | sp.spmatrix, target_sum: float = 1e4
+) -> np.ndarray | sp.csr_matrix:
     """``log1p(target_sum * x / library size)`` per cell (SAMS-VAE App. A.3), by scanpy
-    (``sc.pp.normalize_total`` then ``sc.pp.log1p``); empty cells stay at zero."""
+    (``sc.pp.normalize_total`` then ``sc.pp.log1p``); empty cells stay at zero.
+
+    Parameters
+    ----------
+    x
+        Counts ``[N, G]``, dense or scipy sparse; left unchanged (scanpy works on a float64
+        copy).
+    target_sum
+        Normalisation total.
+
+    Returns
+    -------
+    numpy.ndarray or scipy.sparse.csr_matrix
+        Float64 ``[N, G]``: dense for a dense ``x``, CSR (never made dense) for a sparse one.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> x = np.array([[1.0, 3.0], [0.0, 2.0]])
+    >>> np.round(log_normalise(x, 4.0), 4).tolist()
+    [[0.6931, 1.3863], [0.0, 1.6094]]
+    >>> log_normalise(sp.csr_matrix(x), 4.0).nnz
+    3
+    """
     import scanpy as sc  # imported here: scanpy is slow to import and only the DE needs it
 
-    a = ad.AnnData(np.array(x, dtype=np.float64))  # a copy: scanpy normalises in place
-    with warnings.catch_warnings():  # "some cells have zero counts": they stay at zero
-        warnings.simplefilter("ignore", UserWarning)
+    if sp.issparse(x):
+        a = ad.AnnData(sp.csr_matrix(x, dtype=np.float64, copy=True))  # scanpy works in place
+    else:
+        a = ad.AnnData(np.array(x, dtype=np.float64))  # a copy: scanpy normalises in place
+    with warnings.catch_warnings(), _torch_threads_kept():
+        warnings.simplefilter("ignore", UserWarning)  # "some cells have zero counts": stay 0
         sc.pp.normalize_total(a, target_sum=target_sum)
-    sc.pp.log1p(a)
-    return np.asarray(a.X)
+        sc.pp.log1p(a)
+    return sp.csr_matrix(a.X) if sp.issparse(a.X) else np.asarray(a.X)
+
+
+@contextlib.contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """Run scanpy's numba kernels (its CSR ``normalize_total``) on torch's thread count and
+    give torch its thread count back afterwards: numba's OpenMP pool shares the OpenMP runtime
+    with torch and starting it sets the count torch reads (one torch thread became two, and
+    training on a busy 2-core machine three times slower)."""
+    import numba
+
+    n_torch, n_numba = torch.get_num_threads(), numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n_torch, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(n_numba)
+        torch.set_num_threads(n_torch)
+
+
+def _group_means(
+    y: sp.csr_matrix, groups: sp.csr_matrix, sizes: np.ndarray
+) -> np.ndarray:
+    """Mean rows of ``y`` ``[N, G]`` per group: ``groups.T @ y / sizes`` with a cells x groups
+    0/1 indicator ``groups`` ``[N, K]``, ``[K, G]`` dense (only the means are)."""
+    return np.asarray((groups.T @ y).toarray()) / sizes[:, None]
 
 
 def differential_expression(
@@ -116,7 +172,9 @@ def differential_expression(
     """Data DE per single perturbation: mean log-normalised expression minus control's.
 
     ``DE(d*) = E_{x ~ D^{d*}}[y] - E_{x ~ D^{d_0}}[y]`` (SAMS-VAE sec. 3.2) over cells that
-    received exactly that one perturbation, against cells with no perturbation.
+    received exactly that one perturbation, against cells with no perturbation. Counts and
+    dosages are read as CSR, normalised sparse (:func:`log_normalise`) and averaged by a sparse
+    cells x groups indicator product, so no dense ``[N, G]`` matrix is formed.
 
     Parameters
     ----------
@@ -133,19 +191,29 @@ def differential_expression(
     -------
     pandas.DataFrame
         Perturbations with at least ``min_cells`` single-guide cells x genes.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, scipy.sparse as sp
+    >>> x = sp.csr_matrix(np.array([[1, 1], [3, 1], [3, 1]], np.float32))
+    >>> a = ad.AnnData(x, obsm={"dosage": np.array([[0], [1], [1]], np.float32)})
+    >>> de = differential_expression(a, layer=None, target_sum=4.0)  # log(4/3), log(2/3)
+    >>> np.round(de.to_numpy(), 4).tolist()
+    [[0.2877, -0.4055]]
     """
-    x = read_counts(adata, layer)
-    d, names = read_dosage(adata, dosage_key)
+    x = read_counts(adata, layer, sparse=True)
+    d, names = read_dosage(adata, dosage_key, sparse=True)
     y = log_normalise(x, target_sum)
-    n_guides = d.sum(1)
+    n_guides = np.asarray(d.sum(1)).ravel()
     control = n_guides == 0
     if control.sum() == 0:
         raise ValueError("no control cells (all-zero dosage rows): DE needs a control group")
-    single = (n_guides == 1)[:, None] * d  # [N, T] membership of single-guide groups
-    counts = single.sum(0)
+    single = sp.diags((n_guides == 1).astype(np.float32)) @ d  # [N, T] single-guide groups
+    counts = np.asarray(single.sum(0)).ravel()
     keep = counts >= max(min_cells, 1)
-    means = (single[:, keep].T @ y) / counts[keep][:, None]
-    de = means - y[control].mean(0)
+    means = _group_means(y, sp.csr_matrix(single[:, keep]), counts[keep])
+    ctrl = sp.csr_matrix(control[:, None].astype(np.float32))
+    de = means - _group_means(y, ctrl, np.array([control.sum()], np.float64))
     return pd.DataFrame(
         de,
         index=[n for n, k in zip(names, keep, strict=True) if k],

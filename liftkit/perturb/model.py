@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from liftkit.perturb import evaluation, objectives
@@ -77,9 +78,10 @@ class PerturbVAE:
             )
         self.layer, self.dosage_key = layer, dosage_key
         self.device = resolve_device(device)
-        # Training counts stay sparse (CSR); each minibatch is made dense on the device.
+        # Training counts and dosages stay sparse (CSR); each minibatch is made dense on the
+        # device, so a screen's [N, G] counts and [N, T] dosages are never dense.
         x = read_counts(adata, layer, sparse=True)
-        d, names = read_dosage(adata, dosage_key)
+        d, names = read_dosage(adata, dosage_key, sparse=True)
         self.perturbation_names = names
         self.gene_names = list(map(str, adata.var_names))
         self._set_conditions(d)
@@ -88,7 +90,7 @@ class PerturbVAE:
         self.module = self.module_class(x.shape[1], design.shape[1], **module_kwargs)
         self.module.to(self.device)
         self._x = CountRows(x, self.device)
-        self._d = torch.as_tensor(design, device=self.device)
+        self._d = CountRows(design, self.device)
         self.module.set_input_stats(self._x)
         self.n_t = self._d.sum(0)
         self.library_sizes = self._x.sum(1)
@@ -96,12 +98,13 @@ class PerturbVAE:
         self.record: TrainingRecord | None = None
 
     # ------------------------------------------------------------------ data
-    def _set_conditions(self, d: np.ndarray) -> None:
+    def _set_conditions(self, d: np.ndarray | sp.csr_matrix) -> None:
         """What the module's ``T`` indexes: here the perturbations themselves."""
         self.condition_names = self.perturbation_names
 
-    def _design(self, d: np.ndarray) -> np.ndarray:
-        """Dosages ``[N, T]`` as the module sees them (checked against the training names)."""
+    def _design(self, d: np.ndarray | sp.csr_matrix) -> np.ndarray | sp.csr_matrix:
+        """Dosages ``[N, T]`` as the module sees them (checked against the training names),
+        of the type given (dense or CSR)."""
         if d.shape[1] != len(self.perturbation_names):
             raise ValueError(
                 f"dosage has {d.shape[1]} perturbations, the model was trained on "
@@ -109,19 +112,16 @@ class PerturbVAE:
             )
         return d
 
-    def _tensors(self, adata: ad.AnnData | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Counts and module dosages of ``adata`` (None: the training cells)."""
+    def _tensors(self, adata: ad.AnnData | None) -> tuple[CountRows, CountRows]:
+        """Counts and module dosages of ``adata`` (None: the training cells), as CSR rows that
+        are made dense a chunk at a time (:class:`~liftkit.perturb.setup.CountRows`)."""
         if adata is None:
             return self._x, self._d
-        x = read_counts(adata, self.layer)
+        x = read_counts(adata, self.layer, sparse=True)
         if x.shape[1] != self.module.n_genes:
             raise ValueError(f"adata has {x.shape[1]} genes, the model {self.module.n_genes}")
-        d, _ = read_dosage(adata, self.dosage_key)
-        design = self._design(d)
-        return (
-            torch.as_tensor(x, device=self.device),
-            torch.as_tensor(design, device=self.device),
-        )
+        d, _ = read_dosage(adata, self.dosage_key, sparse=True)
+        return CountRows(x, self.device), CountRows(self._design(d), self.device)
 
     # ------------------------------------------------------------------ training
     def train(
@@ -238,7 +238,7 @@ class PerturbVAE:
         ``[N, D]``; see :meth:`~liftkit.perturb.modules.PerturbModule.basal_mean`."""
         x, d = self._tensors(adata)
         self.module.eval()
-        return self.module.basal_mean(x[:], d).cpu().numpy()
+        return self.module.basal_mean(x[:], d[:]).cpu().numpy()
 
     def posterior_predictive(self, adata: ad.AnnData | None = None, seed: int = 0) -> np.ndarray:
         """One posterior predictive replicate of each cell's counts, ``[N, G]`` (sec. 2.2), for
@@ -248,7 +248,7 @@ class PerturbVAE:
         gen = torch.Generator(device=x.device).manual_seed(seed)
         with torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
             torch.manual_seed(seed)
-            return self.module.posterior_predictive(x[:], d, gen).cpu().numpy()
+            return self.module.posterior_predictive(x[:], d[:], gen).cpu().numpy()
 
     @torch.no_grad()
     def sample_counts(
@@ -397,12 +397,12 @@ class SVAEPlus(PerturbVAE):
 
     module_class = SVAEPlusModule
 
-    def _set_conditions(self, d: np.ndarray) -> None:
+    def _set_conditions(self, d: np.ndarray | sp.csr_matrix) -> None:
         self.conditions = Conditions(d, self.perturbation_names)
         self.condition_names = self.conditions.names
 
-    def _design(self, d: np.ndarray) -> np.ndarray:
-        """Dosages as one-hot training conditions ``[N, C]``."""
+    def _design(self, d: np.ndarray | sp.csr_matrix) -> np.ndarray | sp.csr_matrix:
+        """Dosages as one-hot training conditions ``[N, C]`` (CSR for CSR dosages)."""
         return self.conditions.design(d)
 
 
