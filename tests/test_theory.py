@@ -326,3 +326,245 @@ def test_coherence_mc_defaults_and_sample_floor():
 def test_design_checks_name_the_argument(args, message):
     with pytest.raises(ValueError, match=message):
         theory.coherence_exact(*args)
+
+
+def test_log_p0_errors_name_the_problem():
+    """eq. 38 needs f >= 0; a simulation without a single y = 0 cell has no log-estimate."""
+    w = np.array([0.5, 0.5])
+    with pytest.raises(ValueError, match="eq. 38 needs f >= 0: pass non-negative beta"):
+        theory.log_p0_exact(np.array([-1.0, 0.0]), w, 2.0)
+    # MOI 30: P(a cell has no molecule) = exp(-30) ~ 1e-13, and f = 50 makes y = 0 impossible else
+    with pytest.raises(ValueError, match="no simulated cell had y = 0: use more cells"):
+        theory.log_p0_mc(np.array([50.0, 50.0]), w, 30.0, n_cells=200)
+
+
+def test_log_p0_mc_edge_cases_by_hand():
+    """f = 0 gives y = 0 in every cell (log 1 = 0, no error); at MOI 1e-3 five cells hold no
+    molecule with probability 0.995, so the estimate is exactly 0 over all five cells."""
+    w = np.array([0.5, 0.5])
+    assert theory.log_p0_mc(np.zeros(2), w, 2.0, n_cells=100) == (0.0, 0.0)
+    assert theory.log_p0_mc(np.array([50.0, 50.0]), w, 1e-3, n_cells=5) == (0.0, 0.0)
+
+
+def test_log_p0_mc_is_seeded():
+    """Same seed, same estimate; the default seed is 0; another seed gives other draws."""
+    beta, w = np.array([0.0, 1.0, 2.5]), np.array([0.5, 0.3, 0.2])
+    first = theory.log_p0_mc(beta, w, 2.0, n_cells=2000, seed=3)
+    assert theory.log_p0_mc(beta, w, 2.0, n_cells=2000, seed=3) == first
+    assert theory.log_p0_mc(beta, w, 2.0, n_cells=2000) == theory.log_p0_mc(
+        beta, w, 2.0, n_cells=2000, seed=0)
+    assert theory.log_p0_mc(beta, w, 2.0, n_cells=2000, seed=4) != first
+
+
+def test_m_needed_at_the_ends_and_on_a_plateau():
+    """By hand: a curve already below the target needs its first m; on a plateau at the target
+    the first m that reaches it (<=, not <) is the answer, with no interpolation past it."""
+    m = np.array([100, 200, 400, 800])
+    assert theory.m_needed(m[:3], np.array([0.8, 0.4, 0.2]), 0.9) == 100.0
+    assert theory.m_needed(m, np.array([0.5, 0.4, 0.4, 0.2]), 0.4) == pytest.approx(200.0)
+    # log-log interpolation by hand: halfway in log error between 0.8 and 0.2 is 0.4, at m = 200
+    assert theory.m_needed(m[[0, 2]], np.array([0.8, 0.2]), 0.4) == pytest.approx(200.0)
+
+
+W_MESSAGE = "w must be a 1-D vector of positive region masses summing to 1"
+
+
+@pytest.mark.parametrize(
+    "w",
+    [[1.5, -0.5], [1.0, 0.0], [[0.5, 0.5]], [0.5, 0.6], []],
+    ids=["negative-mass", "zero-mass", "2-D", "sum-not-1", "empty"],
+)
+def test_region_masses_are_checked(w):
+    """Each clause of the check of w on its own: a negative or a zero mass (the others summing to
+    1), a 2-D array, a sum other than 1, no region at all."""
+    with pytest.raises(ValueError, match=f"^{re.escape(W_MESSAGE)}$"):
+        theory.simulate_points(np.array(w), 1.0, 10)
+
+
+def test_a_single_region_is_a_valid_design():
+    """K = 1 (w = [1]) passes the checks: every sequence falls in region 0, every cell's count
+    is its number of sequences."""
+    cell, region = theory.simulate_points(np.array([1.0]), 2.0, 5, seed=0)
+    assert (region == 0).all()
+    n = theory.region_counts(cell, region, 5, 1)
+    np.testing.assert_array_equal(n[:, 0], np.bincount(cell, minlength=5))
+
+
+def test_simulate_points_is_seeded():
+    """Same seed, same points; the default seed is 0; another seed gives other draws."""
+    w = np.array([0.2, 0.3, 0.5])
+    first = theory.simulate_points(w, 3.0, 50, seed=7)
+    again = theory.simulate_points(w, 3.0, 50, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    default = theory.simulate_points(w, 3.0, 50)
+    zero = theory.simulate_points(w, 3.0, 50, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(default, zero, strict=True))
+    other = theory.simulate_points(w, 3.0, 50, seed=1)
+    assert not all(np.array_equal(a, b) for a, b in zip(zero, other, strict=True))
+
+
+LABELS = "cell labels must lie in [0, m) and region labels in [0, K)"
+LENGTHS = "cell and region must have the same length (one entry per sequence)"
+
+
+@pytest.mark.parametrize(
+    ("cell", "region", "message"),
+    [
+        ([0, 1], [0], LENGTHS),
+        ([-1, 0], [0, 0], LABELS),  # a negative cell alone
+        ([0, 3], [0, 1], LABELS),  # cell == m alone
+        ([0, 0], [-1, 0], LABELS),  # a negative region alone
+        ([0, 0], [0, 2], LABELS),  # region == K alone
+    ],
+)
+def test_region_counts_checks_each_label_bound(cell, region, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        theory.region_counts(np.array(cell), np.array(region), m=3, K=2)
+
+
+def test_region_counts_at_the_largest_labels_by_hand():
+    """Labels m - 1 and K - 1 are valid: one sequence of cell 2 in region 1, two of cell 0 in
+    region 0, m = 3, K = 2."""
+    n = theory.region_counts(np.array([2, 0, 0]), np.array([1, 0, 0]), m=3, K=2)
+    np.testing.assert_array_equal(n, [[2, 0], [0, 0], [0, 1]])
+
+
+def test_map_one_step_on_an_orthogonal_design():
+    """n = diag(2, 2, 0) (cell 2 and region 2 hold no sequence), sigma = 2. The data term
+    separates and has curvature exactly L = ||n||_2^2 / sigma^2 = 1 per region, so one proximal
+    gradient step of size 1/L from 0 lands on the minimiser, by hand
+    beta_k = soft(y_k / 2, gamma w_k sigma^2 / 4) = soft(y_k / 2, w_k): soft(1.5, 0.2) = 1.3,
+    soft(-0.2, 0.3) = 0, and 0 for the empty region (eqs. 18, 22)."""
+    cell, region = np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1])
+    y, w = np.array([3.0, -0.4, 5.0]), np.array([0.2, 0.3, 0.5])
+    want = np.array([1.3, 0.0, 0.0])
+    one = theory.fit_map_points(cell, region, y, w, gamma=1.0, sigma=2.0, n_iter=1)
+    np.testing.assert_allclose(one, want, rtol=0, atol=1e-12)
+    full = theory.fit_map_points(cell, region, y, w, gamma=1.0, sigma=2.0)
+    np.testing.assert_allclose(full, want, rtol=0, atol=1e-12)
+
+
+def test_map_without_sequences_is_zero():
+    """No cell holds a sequence: the data term does not depend on beta, the L1 term is smallest
+    at 0, so the MAP is K zeros."""
+    empty = np.array([], dtype=int)
+    beta = theory.fit_map_points(empty, empty, np.array([1.0, 2.0]), np.array([0.5, 0.5]), 1.0)
+    np.testing.assert_array_equal(beta, np.zeros(2))
+
+
+def test_map_and_lasso_on_an_ill_conditioned_design_by_hand():
+    """n = [[50, 49], [49, 50]] (singular values 99 and 1), y = n [1, -1], w = [1/2, 1/2],
+    gamma = sigma = 1. [1, -1] is an eigenvector of n with eigenvalue 1, so the KKT condition
+    n^T (n b - y) + gamma w sign(b) = 0 gives b* = [1, -1] - 0.5 [1, -1] = [0.5, -0.5], with
+    F* = 0.5 ||0.5 n [1, -1]||^2 + 0.5 = 0.75. FISTA's guarantee (Beck and Teboulle 2009, thm 4.4)
+    F(b_k) - F* <= 2 L ||b*||^2 / (k + 1)^2, L = 99^2, holds at every k; the scikit-learn LASSO
+    of eq. 12 reaches b* to solver precision."""
+    c = 50
+    n = np.array([[c, c - 1], [c - 1, c]])
+    cell = np.repeat([0, 0, 1, 1], n.ravel())
+    region = np.repeat([0, 1, 0, 1], n.ravel())
+    y, w = n @ np.array([1.0, -1.0]), np.array([0.5, 0.5])
+    b_star = np.array([0.5, -0.5])
+
+    def objective(b):
+        return 0.5 * ((y - n @ b) ** 2).sum() + (w * np.abs(b)).sum()
+
+    assert objective(b_star) == pytest.approx(0.75, rel=1e-12)
+    for k in (10, 30, 100, 300, 1000):
+        b_k = theory.fit_map_points(cell, region, y, w, gamma=1.0, n_iter=k)
+        assert objective(b_k) - 0.75 <= 2 * 99**2 * 0.5 / (k + 1) ** 2
+    np.testing.assert_allclose(theory.fit_lasso_reduced(n, y, w, gamma=1.0), b_star, atol=1e-9)
+
+
+def test_lasso_rel_error_by_hand_on_a_correlated_design():
+    """A = [[20, 19], [19, 20]], theta = [1, -1], y = A theta (no noise), alpha = 0.1, m = 2.
+    scikit-learn's objective ||y - A t||^2 / (2m) + alpha ||t||_1 without intercept has the KKT
+    condition A^T A (t - theta) = -m alpha sign(t); [1, -1] is an eigenvector of A^T A with
+    eigenvalue 1, so t = 0.8 [1, -1] and the relative error is 0.2."""
+    A = np.array([[20.0, 19.0], [19.0, 20.0]])
+    theta = np.array([1.0, -1.0])
+    assert theory._lasso_rel_error(A, A @ theta, theta, 0.1) == pytest.approx(0.2, abs=2e-5)
+
+
+def test_standardized_design_rows():
+    """Eq. 23: a_k = (n_k - nu) / sqrt(nu) with n_k ~ Poisson(nu), nu = moi / K: the values lie
+    on that lattice, and the columns have mean 0 and variance 1 (within 4 standard errors).
+    Individual testing: one entry sqrt(K) per row, so ||a||^2 = K."""
+    K, moi, m = 5, 3.5, 20_000
+    nu = moi / K
+    A = theory.standardized_design(K, moi, m, np.random.default_rng(0))
+    counts = A * np.sqrt(nu) + nu
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
+    assert counts.min() >= -1e-9
+    assert np.abs(A.mean(0)).max() < 4 / np.sqrt(m)
+    # var of a_k^2 is 2 + 1 / nu for a standardised Poisson
+    assert np.abs(A.var(0) - 1).max() < 4 * np.sqrt((2 + 1 / nu) / m)
+    ind = theory.standardized_design(K, None, 50, np.random.default_rng(0))
+    assert ((ind != 0).sum(1) == 1).all()
+    np.testing.assert_allclose((ind**2).sum(1), K)
+
+
+def test_recovery_experiment_draws_what_it_documents(monkeypatch):
+    """theta has exactly s entries +-1 with both signs (here s = K = 8, where drawing positions
+    with replacement would repeat some), the noise is sigma times iid standard normals, alpha is
+    alpha_scale sigma sqrt(2 log K / m), and each row of the table is one fit, in order."""
+    calls = []
+    real = theory._lasso_rel_error
+
+    def spy(A, y, theta, alpha):
+        calls.append((A, y, theta.copy(), alpha, real(A, y, theta, alpha)))
+        return calls[-1][-1]
+
+    monkeypatch.setattr(theory, "_lasso_rel_error", spy)
+    K, sigma, scale, ms = 8, 0.5, 1.7, [200, 300]
+    df = theory.recovery_experiment(
+        K, K, [4.0], ms, n_reps=3, sigma=sigma, alpha_scale=scale, seed=2
+    )
+    assert list(df.columns) == ["design", "moi", "m", "rep", "rel_error"]
+    assert len(calls) == len(df) == 3 * 2 * 2
+    for (A, y, theta, alpha, err), row in zip(calls, df.itertuples(), strict=True):
+        assert sorted(np.abs(theta)) == [1.0] * K and {-1.0, 1.0} <= set(theta)
+        noise = y - A @ theta
+        assert abs(noise.std() / sigma - 1) < 4 / np.sqrt(2 * row.m)
+        assert alpha == pytest.approx(scale * sigma * np.sqrt(2 * np.log(K) / row.m), rel=1e-12)
+        assert row.rel_error == err and A.shape == (row.m, K)
+    assert list(df.design) == (["Poisson"] * 2 + ["individual"] * 2) * 3
+    assert list(df.m) == ms * 6 and list(df.rep) == [0] * 4 + [1] * 4 + [2] * 4
+    assert df.moi.isna().tolist() == [False, False, True, True] * 3
+
+
+def test_recovery_experiment_options_and_seed():
+    """include_individual=False runs the Poisson designs only; the default seed is 0; the same
+    seed repeats the table and another seed does not."""
+    kw = dict(K=10, s=2, mois=[5.0], ms=[40], n_reps=2)
+    only = theory.recovery_experiment(**kw, include_individual=False)
+    assert set(only.design) == {"Poisson"} and len(only) == 2
+    default = theory.recovery_experiment(**kw)
+    assert default.equals(theory.recovery_experiment(**kw, seed=0))
+    assert default.equals(theory.recovery_experiment(**kw))
+    assert not default.equals(theory.recovery_experiment(**kw, seed=1))
+
+
+@pytest.mark.parametrize("s", [0, 11])
+def test_recovery_experiment_rejects_sparsity_outside_1_to_K(s):
+    message = f"sparsity s must be in [1, K], got s={s}, K=10"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        theory.recovery_experiment(K=10, s=s, mois=[5.0], ms=[20], n_reps=1)
+
+
+@pytest.mark.parametrize("s", [1, 10])
+def test_recovery_experiment_accepts_sparsity_1_and_K(s):
+    df = theory.recovery_experiment(K=10, s=s, mois=[5.0], ms=[20], n_reps=1)
+    assert len(df) == 2 and np.isfinite(df.rel_error).all()
+
+
+def test_masses_accepted_by_the_check_are_accepted_by_the_simulation():
+    """_check_w accepts sums within np.isclose of 1; numpy's choice demands far less: a float32
+    w and a w off by 1e-7 must simulate as the same masses renormalised, not raise."""
+    for w in (np.array([0.5, 0.5 + 1e-7]), np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32)):
+        cell, region = theory.simulate_points(w, 3.0, 2000, seed=0)
+        freq = np.bincount(region, minlength=w.size) / region.size
+        se = np.sqrt(w * (1 - w) / region.size)
+        assert (np.abs(freq - w) < 4 * se).all()
+        est, _ = theory.log_p0_mc(np.ones(w.size), w, 3.0, n_cells=2000)
+        assert np.isfinite(est)

@@ -358,7 +358,8 @@ def simulate_points(
     rng = np.random.default_rng(seed)
     N = rng.poisson(moi, size=int(m))
     cell = np.repeat(np.arange(int(m)), N)
-    region = rng.choice(len(w), size=cell.size, p=w)
+    # renormalised: _check_w accepts sums within np.isclose of 1, numpy's choice far less
+    region = rng.choice(len(w), size=cell.size, p=w / w.sum())
     return cell, region
 
 
