@@ -331,10 +331,11 @@ def test_design_checks_name_the_argument(args, message):
 def test_log_p0_errors_name_the_problem():
     """eq. 38 needs f >= 0; a simulation without a single y = 0 cell has no log-estimate."""
     w = np.array([0.5, 0.5])
-    with pytest.raises(ValueError, match="eq. 38 needs f >= 0: pass non-negative beta"):
+    with pytest.raises(ValueError, match=r"^eq\. 38 needs f >= 0: pass non-negative beta$"):
         theory.log_p0_exact(np.array([-1.0, 0.0]), w, 2.0)
     # MOI 30: P(a cell has no molecule) = exp(-30) ~ 1e-13, and f = 50 makes y = 0 impossible else
-    with pytest.raises(ValueError, match="no simulated cell had y = 0: use more cells"):
+    message = r"^no simulated cell had y = 0: use more cells or a smaller f$"
+    with pytest.raises(ValueError, match=message):
         theory.log_p0_mc(np.array([50.0, 50.0]), w, 30.0, n_cells=200)
 
 
@@ -568,3 +569,11 @@ def test_masses_accepted_by_the_check_are_accepted_by_the_simulation():
         assert (np.abs(freq - w) < 4 * se).all()
         est, _ = theory.log_p0_mc(np.ones(w.size), w, 3.0, n_cells=2000)
         assert np.isfinite(est)
+
+
+def test_log_p0_mc_standard_error_is_the_delta_method():
+    """se of log p_hat = sqrt((1 - p) / (n p)) (delta method), with p the fraction of y = 0."""
+    beta, w = np.array([0.0, 1.0, 2.5]), np.array([0.5, 0.3, 0.2])
+    est, se = theory.log_p0_mc(beta, w, 2.0, n_cells=1000, seed=1)
+    p = round(np.exp(est) * 1000) / 1000  # a fraction of 1000 cells
+    assert se == pytest.approx(np.sqrt((1 - p) / (1000 * p)), rel=1e-9)
