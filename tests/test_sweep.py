@@ -1,6 +1,6 @@
 """Sweeps on Dask (liftkit.companion.sweep): same rows as in-process, resume, failures recorded,
 atomic tables, the Figure 2 and lifted tasks equal to the chapters' in-kernel fits, committed tables
-verified."""
+verified; the lab-splits and SAMS-VAE chapters read their sweeps' tables (-p results)."""
 
 from __future__ import annotations
 
@@ -157,7 +157,8 @@ def test_grids_follow_the_profiles():
     table1 = build_grid("table1", {"profile": "smoke", "seeds": [0, 1]})
     assert len(table1) == 8 * 2 and table1.task_id.is_unique
     lab = build_grid("lab-splits", {"profile": "smoke"})
-    assert len(lab) == (1 + 1) * 1 * 2  # (target MOIs + full set) x replicates x methods
+    # (target MOIs + full set) x replicates x methods, then LIFT without LeaVS x replicates
+    assert len(lab) == (1 + 1) * 1 * 2 + 1 and list(lab.method).count(grids.NO_LEAVS) == 1
 
 
 def test_lifted_grid_and_tasks_equal_the_direct_fits(tmp_path):
@@ -242,3 +243,149 @@ def test_verify_flags_a_tampered_row(tmp_path):
     report = verify_table(table, [0, 2], floor=1e-9)
     assert report.ok.tolist() == [True, False]
 
+
+
+# ---- chapters that read a sweep's table (-p results) ------------------------------------------
+
+#: A lab-splits screen small enough for seconds: the smoke profile with these overrides.
+LAB_TINY = {"n_cells": 20000, "epochs": 2, "channels": 4, "mc_pool": 500, "n_fresh": 2000}
+#: The lab-splits chapter's per-fit frame (book/lab_splits.md, Step 4).
+LAB_COLUMNS = ["method", "MOI", "rep", "train cells", "PR AUC", "PR AUC, fresh sequences",
+               "epochs", "bound", "cpu s"]
+
+
+@pytest.fixture(scope="module")
+def lab_table(tmp_path_factory):
+    """A tiny lab-splits sweep run in-process: 2 levels x 1 replicate x 2 methods + 1 ablation."""
+    out = tmp_path_factory.mktemp("lab") / "lab-splits.parquet"
+    table = run_sweep("lab-splits", {"profile": "smoke", "device": "cpu", **LAB_TINY},
+                      output=out, workers=0, show_progress=False)
+    assert list(table.status) == ["ok"] * 5, table.error.tolist()
+    return out
+
+
+@pytest.fixture(scope="module")
+def table1_table(tmp_path_factory):
+    """A tiny Table 1 sweep run in-process: the smoke profile at two epochs, fit seed 1 (the
+    data seed stays 0, so the two cannot be confused)."""
+    out = tmp_path_factory.mktemp("t1") / "table1.parquet"
+    table = run_sweep("table1", {"profile": "smoke", "max_epochs": 2, "seeds": [1],
+                                 "device": "cpu"},
+                      output=out, workers=0, show_progress=False)
+    assert list(table.status) == ["ok"] * 8, table.error.tolist()
+    return out
+
+
+def test_lab_splits_frame_holds_the_rows(lab_table):
+    table = pd.read_parquet(lab_table)
+    main, abl = grids.lab_splits_frame(table), grids.lab_splits_frame(table, ablation=True)
+    assert list(main.columns) == LAB_COLUMNS and list(abl.columns) == LAB_COLUMNS
+    rows = table[table.method != grids.NO_LEAVS].reset_index(drop=True)
+    moi_hat = round(float(table.moi_hat[0]), 2)  # the full training set is labelled by it
+    assert main.MOI.tolist() == [0.3, 0.3, moi_hat, moi_hat]
+    assert main.method.tolist() == ["LIFT", "conventional"] * 2
+    for col, src in [("PR AUC", "pr_auc"), ("PR AUC, fresh sequences", "pr_auc_fresh"),
+                     ("train cells", "train_cells"), ("epochs", "epochs_run"),
+                     ("bound", "bound"), ("rep", "replicate")]:
+        assert main[col].tolist() == rows[src].tolist(), col
+    ablated = table[table.method == grids.NO_LEAVS]
+    assert abl.method.tolist() == [grids.NO_LEAVS] and abl.MOI.tolist() == [moi_hat]
+    assert abl["PR AUC"].tolist() == ablated.pr_auc.tolist()
+    curves = grids.lab_splits_curves(table)
+    assert sorted(curves) == sorted({(m, x, 0) for m, x in zip(
+        main.method.tolist() + [grids.NO_LEAVS], main.MOI.tolist() + [moi_hat], strict=True)})
+    first = curves["LIFT", 0.3, 0]
+    assert first.shape == (19,) and first.tolist() == json.loads(table.precision_at_recall[0])
+    assert ((first >= 0) & (first <= 1)).all()
+
+
+def test_profile_differences_name_the_parameters(lab_table):
+    from liftkit.companion.profiles import load_profile
+
+    table = pd.read_parquet(lab_table)
+    cfg = load_profile("lab_splits", "smoke", **LAB_TINY)
+    assert grids.profile_differences(table, "lab-splits", cfg) == []
+    assert grids.profile_differences(table, "lab-splits", {**cfg, "device": "cuda"}) == []
+    smoke = load_profile("lab_splits", "smoke", epochs=2, channels=4, mc_pool=500, n_fresh=2000)
+    assert grids.profile_differences(table, "lab-splits", smoke) == [
+        "n_cells: table 20000, profile 150000"]
+    more = grids.profile_differences(table, "lab-splits", {**cfg, "replicates": 2})
+    assert len(more) == 1 and more[0].startswith("tasks (") and "5 in common" in more[0]
+    assert grids.sweep_parameters(table)["n_cells"] == 20000
+
+
+def test_a_table_of_the_wrong_grid_or_without_columns_is_a_clear_error(lab_table, table1_table):
+    lab = pd.read_parquet(lab_table)
+    with pytest.raises(ValueError, match="a 'lab-splits' sweep, not 'table1'.*liftkit sweep table1"):
+        grids.table1_frame(lab)
+    with pytest.raises(ValueError, match="not 'lab-splits'"):
+        grids.read_sweep(table1_table, "lab-splits")
+    with pytest.raises(ValueError, match=r"lacks the columns \['precision_at_recall'\]"):
+        grids.read_sweep(lab.drop(columns="precision_at_recall"), "lab-splits")
+    with pytest.raises(ValueError, match="no finished task"):
+        grids.read_sweep(lab.assign(status="error"), "lab-splits")
+
+
+def test_table1_frame_is_run_table1s_frame(table1_table, one_thread):
+    """The sweep's rows read back are the rows run_table1 trains in the chapter's kernel, with
+    its columns in its order (data and settings by hand from book/profiles/sams_vae.yaml)."""
+    from liftkit.perturb.experiment import run_table1, table1_data
+
+    frame = grids.table1_frame(table1_table)
+    _, train, test, de, truth = table1_data(dict(
+        n_cells=500, n_genes=30, n_latent=4, n_pathways=2, perts_per_pathway=3, pathway_dims=2,
+        effect_scale=1.5, seed=0))
+    fit_kw = dict(max_epochs=2, batch_size=128, lr=0.01, mask_lr=0.1, eval_every=10,
+                  patience=3, lr_schedule="plateau", n_latent=4, hidden=16, alpha=0.01)
+    eval_kw = dict(iwelbo_particles=10, ate_particles=20, rf_repeats=2, rf_trees=10, top_k=20)
+    ref, _ = run_table1(train, test, de, truth, seeds=[1], fit_kw=fit_kw, eval_kw=eval_kw,
+                        device="cpu")
+    assert list(frame.columns[:len(ref.columns)]) == list(ref.columns)
+    assert set(frame.columns[len(ref.columns):]) <= set(grids.PROVENANCE)
+    timings = {"eval_seconds", "cpu_seconds", "train_seconds"}
+    for col in ref.columns.difference(sorted(timings)):
+        if ref[col].dtype.kind == "f":
+            np.testing.assert_allclose(frame[col], ref[col], rtol=1e-6, err_msg=col)
+        else:
+            assert frame[col].tolist() == ref[col].tolist(), col
+
+
+def _outputs(nb) -> list[str]:
+    """The text outputs (streams and plain-text displays) of each code cell."""
+    return ["".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")
+                    for o in c.outputs) for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.mark.slow
+def test_lab_splits_chapter_draws_the_same_page_from_a_sweep(lab_table, tmp_path, monkeypatch):
+    """The chapter at the tiny profile, trained in its kernel and read from the sweep table:
+    every output but the parameter table is the same (figures, summaries, claims)."""
+    from liftkit.companion.runner import run_chapter
+
+    monkeypatch.setenv("LIFTKIT_CLAIMS_DIR", str(tmp_path / "claims"))
+    params = {"profile": "smoke", **LAB_TINY}
+    live = _outputs(run_chapter("book/lab_splits.md", None, params))
+    read = _outputs(run_chapter("book/lab_splits.md", None, {**params, "results": str(lab_table)}))
+    assert "differs from" not in "".join(read)
+    differ = [i for i, (a, b) in enumerate(zip(live, read, strict=True)) if a != b]
+    # only the table of resolved parameters, where `results` is None in one and a path in the other
+    assert len(differ) == 1 and "results    None" in live[differ[0]]
+    assert "LIFT (no LeaVS)" in "".join(read) and "LIFT @ high MOI" in "".join(read)
+
+
+@pytest.mark.slow
+def test_sams_vae_chapter_reads_a_table1_sweep(table1_table, lab_table, tmp_path, monkeypatch):
+    from liftkit.companion.runner import run_chapter
+
+    monkeypatch.setenv("LIFTKIT_CLAIMS_DIR", str(tmp_path / "claims"))
+    nb = run_chapter("book/sams_vae.md", None, {"profile": "smoke", "results": str(table1_table)})
+    text = "".join(_outputs(nb))
+    # the profile's 25 epochs against the table's 2: said, not fatal
+    assert "differs from the 'smoke' profile in max_epochs: table 2, profile 25" in text
+    assert "sweep fits: 8" in text and "live fits:" not in text
+    assert text.count("drawn from live fits only") == 6  # settling, masks, ATE, PPC, UMAP, kNN
+    table = pd.read_parquet(table1_table)
+    for row in table.itertuples():  # one seed: the converged table's means are the rows
+        assert f"{row.model:16s} {row.inference:20s} IWELBO {row.iwelbo:8.1f}" in text
+    with pytest.raises(RuntimeError, match="not 'table1'"):
+        run_chapter("book/sams_vae.md", None, {"profile": "smoke", "results": str(lab_table)})

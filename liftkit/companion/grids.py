@@ -14,12 +14,17 @@ Named grids (:data:`GRIDS`):
     alternative constants s0 = 3, tau = 20 (``alt_setting``).
 ``lab-splits``
     LIFT App. E (chapter ``lab_splits``): target MOI x replicate x method on subsamples of a
-    component-split lab screen.
+    component-split lab screen, plus LIFT without its LeaVS term on the full training set.
 ``table1``
     SAMS-VAE Table 1 (chapter ``sams_vae``): model x inference family x seed.
 ``lifted``
     Lifted perturb-seq (chapter ``lifted_perturbseq``): MOI x replicate x design (all cells of
     the screen, or its single-guide cells only) at a fixed cell budget.
+
+A chapter given a sweep's table (``-p results runs/NAME.parquet``) reads it with
+:func:`read_sweep` (wrong grid or missing columns: a one-line error), says with
+:func:`profile_differences` where the table's parameters differ from its profile, and draws its
+figures from :func:`fig2_result`, :func:`lab_splits_frame` or :func:`table1_frame`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 
 #: Columns a result row may carry that a verification compares, per task function.
@@ -45,6 +51,120 @@ def _scalar(value: Any) -> Any:
 def _threads(p: dict) -> None:
     """One torch thread per task unless the task asks for more (workers share the cores)."""
     torch.set_num_threads(int(p.get("threads") or 1))
+
+
+#: Keys a task's result does not depend on (where it ran, with how many threads).
+RUN_KEYS = ("device", "threads")
+#: Result columns the chapters read from a sweep table, per grid (:func:`read_sweep`).
+READ_COLUMNS = {
+    "lab-splits": ("method", "target_moi", "moi_hat", "replicate", "train_cells", "pr_auc",
+                   "pr_auc_fresh", "epochs_run", "bound", "fit_cpu_seconds",
+                   "precision_at_recall"),
+    "table1": ("model", "guide", "inference", "fit_seed", "iwelbo", "ate_pearson", "max_steps",
+               "steps", "best_step", "epochs", "stopped_early", "bound_by_budget",
+               "cpu_seconds", "train_seconds"),
+}
+
+
+def read_sweep(table: Any, grid: str, columns: tuple[str, ...] = ()) -> Any:
+    """A sweep table of grid ``grid`` as a DataFrame, checked: every row is a ``grid`` task and
+    the table has the columns the chapters draw from (:data:`READ_COLUMNS`) and ``columns``.
+
+    ``table`` is a DataFrame or a Parquet path (relative paths from the repository's top).
+
+    Raises
+    ------
+    ValueError
+        A table of another grid, one without a row that finished, or one missing ``columns``:
+        one line naming the problem and the command that writes the right table.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> read_sweep(pd.DataFrame(dict(task=["fig2"], status=["ok"])), "table1")
+    Traceback (most recent call last):
+    ...
+    ValueError: the results table is a 'fig2' sweep, not 'table1': pass a table written by `liftkit sweep table1`
+    """
+    import pandas as pd
+
+    from liftkit.utils import repo_root
+
+    if not isinstance(table, pd.DataFrame):
+        table = pd.read_parquet(repo_root() / table)
+    fix = f"pass a table written by `liftkit sweep {grid}`"
+    kinds = sorted(set(table["task"])) if "task" in table else ["unknown"]
+    if kinds != [grid]:
+        raise ValueError(f"the results table is a {', '.join(map(repr, kinds))} sweep, not "
+                         f"{grid!r}: {fix}")
+    need = ("status", "params", *READ_COLUMNS.get(grid, ()), *columns)
+    missing = [c for c in dict.fromkeys(need) if c not in table]
+    if missing:
+        raise ValueError(f"the results table lacks the columns {missing}: write a new table "
+                         f"with this version of liftkit, `liftkit sweep {grid} -o NEW.parquet` "
+                         "(a rerun into the old file keeps its old rows)")
+    if not (table.status == "ok").any():
+        raise ValueError(f"the results table has no finished task: {fix}")
+    return table
+
+
+def _constant_and_varying(tasks: list[dict[str, Any]]) -> tuple[dict, list[str]]:
+    """The parameters equal in every task, and the names of those that vary."""
+    keys = sorted({k for t in tasks for k in t} - set(RUN_KEYS) - {"task"})
+    texts = {k: {json.dumps(t.get(k), sort_keys=True) for t in tasks} for k in keys}
+    const = {k: json.loads(next(iter(v))) for k, v in texts.items() if len(v) == 1}
+    return const, [k for k in keys if k not in const]
+
+
+def profile_differences(table: Any, grid: str, cfg: dict[str, Any]) -> list[str]:
+    """Where a sweep table's recorded parameters differ from those a chapter's profile ``cfg``
+    gives the grid ``grid``: one line per differing parameter, and one if the table's tasks
+    (e.g. target MOIs, replicates, seeds) are not the profile's; ``device`` and ``threads`` do
+    not count. Empty when the table is the profile's sweep.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> cfg = dict(size=8, steps=2, n_tasks=1)
+    >>> t = pd.DataFrame(dict(status=["ok"], params=[json.dumps(dict(
+    ...     task="demo", index=0, size=8, steps=3, seed=0, fail=False))]))
+    >>> profile_differences(t, "demo", cfg)
+    ['steps: table 3, profile 2']
+    """
+    builder = GRIDS[grid][1] if grid in GRIDS else demo_grid
+    settings = {k: v for k, v in cfg.items() if k not in ("profile", "results")}
+    mine = [json.loads(json.dumps(t, default=str)) for t in builder(
+        {"seed": 0, "device": "auto", **settings})]
+    theirs = [json.loads(p) for p in table.params[table.status == "ok"]]
+    (c_mine, v_mine), (c_theirs, v_theirs) = map(_constant_and_varying, (mine, theirs))
+    out = [f"{k}: table {c_theirs.get(k)!r}, profile {c_mine.get(k)!r}"
+           for k in sorted(set(c_mine) | set(c_theirs))
+           if k not in v_mine + v_theirs and json.dumps(c_mine.get(k)) != json.dumps(
+               c_theirs.get(k))]
+    varying = sorted(set(v_mine) | set(v_theirs))
+
+    def cells(tasks: list[dict]) -> set[str]:
+        return {json.dumps([t.get(k) for k in varying]) for t in tasks}
+
+    if cells(mine) != cells(theirs):
+        out.append(f"tasks ({', '.join(varying)}): the table finished {len(cells(theirs))}, "
+                   f"the profile's grid has {len(cells(mine))}, "
+                   f"{len(cells(mine) & cells(theirs))} in common")
+    return out
+
+
+def sweep_parameters(table: Any) -> dict[str, Any]:
+    """The parameters every finished task of a sweep table shares (its profile's values).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame(dict(status=["ok", "ok"], params=['{"n": 3, "rep": 0}',
+    ...                                                    '{"n": 3, "rep": 1}']))
+    >>> sweep_parameters(t)
+    {'n': 3}
+    """
+    return _constant_and_varying([json.loads(p) for p in table.params[table.status == "ok"]])[0]
 
 
 def fig2_grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -190,14 +310,43 @@ def fig2_result(table: Any, variant: str = "main") -> Any:
                            seconds=float(rows.task_wall_seconds.sum()))
 
 
+#: Recalls at which the lab-splits chapter compares precision (its enrichment of hits).
+RECALL_GRID = np.linspace(0.05, 0.95, 19)
+#: The method of the lab-splits ablation: LIFT without its LeaVS term (App. D).
+NO_LEAVS = "LIFT (no LeaVS)"
+
+
+def precision_at_recall(labels: Any, scores: Any, recalls: np.ndarray = RECALL_GRID) -> np.ndarray:
+    """Precision at each recall of ``recalls``: the PR curve of ``scores`` against binary
+    ``labels`` (:func:`liftkit.metrics.pr_curve`), sorted by recall, its precision replaced by
+    the running maximum from the highest recall down (the best precision at that recall or
+    beyond), interpolated linearly (the enrichment of hits at fixed recall of LIFT Section 6.2 /
+    App. E: precision is the share of hits among the selected sequences). Points of equal recall
+    keep the order ``np.argsort`` gives them.
+
+    Examples
+    --------
+    >>> precision_at_recall([1, 1, 1, 1], [0.9, 0.8, 0.7, 0.1], np.array([0.3, 1.0]))
+    array([1., 1.])
+    >>> precision_at_recall([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]).shape
+    (19,)
+    """
+    from liftkit.metrics import pr_curve
+
+    precision, recall = pr_curve(labels, scores)
+    env = np.maximum.accumulate(precision[np.argsort(recall)][::-1])[::-1]  # best at >= recall
+    return np.interp(recalls, np.sort(recall), env)
+
+
 def lab_splits_grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Tasks of the lab-style splits (LIFT App. E) from a ``lab_splits`` profile: each target
-    MOI of ``target_mois`` and the full training set (``target_moi`` NaN) x replicate x method.
+    MOI of ``target_mois`` and the full training set (``target_moi`` NaN) x replicate x method,
+    then LIFT without LeaVS (:data:`NO_LEAVS`) on the full training set x replicate.
 
     Examples
     --------
     >>> len(lab_splits_grid(dict(target_mois=[0.3], replicates=2, seed=0)))
-    8
+    10
     """
     keys = ("moi", "sort_threshold", "clones_per_cell", "s0", "hit_threshold", "patience",
             "val_min", "test_fraction", "epochs", "batch_size", "n_mc", "lr", "channels",
@@ -206,9 +355,11 @@ def lab_splits_grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     base.setdefault("seed", 0)
     base.setdefault("device", "auto")
     levels = [float(t) for t in cfg["target_mois"]] + [float("nan")]
+    reps = range(int(cfg["replicates"]))
     return [dict(base, task="lab-splits", target_moi=t, replicate=r, method=m)
-            for t in levels for r in range(int(cfg["replicates"]))
-            for m in ("LIFT", "conventional")]
+            for t in levels for r in reps for m in ("LIFT", "conventional")] + [
+        dict(base, task="lab-splits", target_moi=float("nan"), replicate=r, method=NO_LEAVS)
+        for r in reps]
 
 
 @lru_cache(maxsize=2)
@@ -244,9 +395,11 @@ def _lab_setup(key: str) -> tuple:
 
 
 def lab_splits_task(p: dict[str, Any]) -> dict[str, Any]:
-    """One fit of the lab-splits grid: LIFT (eq. 6) or conventional training on the subsample at
-    ``target_moi`` (App. E, :func:`~liftkit.lift.splits.subsample_to_moi`), PR AUC on the lab
-    test set and on fresh sequences.
+    """One fit of the lab-splits grid: LIFT (eq. 6; without LeaVS for :data:`NO_LEAVS`) or
+    conventional training on the subsample at ``target_moi`` (App. E,
+    :func:`~liftkit.lift.splits.subsample_to_moi`), PR AUC on the lab test set and on fresh
+    sequences, and on the lab test set the precision at each recall of :data:`RECALL_GRID`
+    (:func:`precision_at_recall`, JSON text ``precision_at_recall``).
 
     Examples
     --------
@@ -271,23 +424,28 @@ def lab_splits_task(p: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"target MOI {target} is not below the estimated MOI {moi_hat:.2f}")
     tr = full if math.isnan(target) else splits.subsample_to_moi(
         full, target, seed=p["seed"] + rep, moi_hat=moi_hat)
-    fit = fit_lift if p["method"] == "LIFT" else fit_conventional
+    fit = fit_conventional if p["method"] == "conventional" else fit_lift
+    extra = dict(leavs=False) if p["method"] == NO_LEAVS else {}
     model = fit(tr, design, moi=tr.moi, seed=p["seed"] + rep, epochs=p["epochs"],
                 patience=p["patience"], val_min=p["val_min"], batch_size=p["batch_size"],
                 n_mc=p["n_mc"], lr=p["lr"], mc_pool=p["mc_pool"],
                 net_kw=dict(channels=p["channels"], hidden=p["channels"]), device=p["device"],
-                show_progress=False)
+                show_progress=False, **extra)
+    scores = predict(model, lab.tokens)
+    curve = precision_at_recall(lab.label, scores)
     return dict(row, train_cells=tr.n_sorted, train_moi=float(tr.moi),
-                pr_auc=pr_auc(lab.label, predict(model, lab.tokens)),
+                pr_auc=pr_auc(lab.label, scores),
                 pr_auc_fresh=pr_auc(fresh.label, predict(model, fresh.tokens)),
+                precision_at_recall=json.dumps([float(x) for x in curve]),
                 epochs_run=model.epochs_run, bound=bool(model.bound),
                 fit_cpu_seconds=model.cpu_seconds)
 
 
-def lab_splits_frame(table: Any) -> Any:
+def lab_splits_frame(table: Any, ablation: bool = False) -> Any:
     """The chapter ``lab_splits``'s per-fit frame (``method``, ``MOI``, ``rep``, ``train cells``,
     ``PR AUC``, ``PR AUC, fresh sequences``, ``epochs``, ``bound``, ``cpu s``) from a
-    ``lab-splits`` sweep table; the full training set is labelled by its estimated MOI.
+    ``lab-splits`` sweep table; the full training set is labelled by its estimated MOI. The
+    rows of LIFT and conventional training, or with ``ablation`` those of :data:`NO_LEAVS`.
 
     Examples
     --------
@@ -298,12 +456,32 @@ def lab_splits_frame(table: Any) -> Any:
     >>> lab_splits_frame(t)["MOI"].tolist()
     [1.23]
     """
-    rows = table[table.status == "ok"]
+    methods = [NO_LEAVS] if ablation else ["LIFT", "conventional"]
+    rows = table[(table.status == "ok") & table.method.isin(methods)]
     names = {"method": "method", "MOI": "MOI", "replicate": "rep", "train_cells": "train cells",
              "pr_auc": "PR AUC", "pr_auc_fresh": "PR AUC, fresh sequences",
              "epochs_run": "epochs", "bound": "bound", "fit_cpu_seconds": "cpu s"}
     rows = rows.assign(MOI=rows.target_moi.fillna(rows.moi_hat).round(2))[list(names)]
     return rows.rename(columns=names).reset_index(drop=True)
+
+
+def lab_splits_curves(table: Any) -> dict[tuple[str, float, int], np.ndarray]:
+    """The precision at each recall of :data:`RECALL_GRID` (:func:`precision_at_recall`) of
+    every finished fit of a ``lab-splits`` sweep table, by (method, MOI as
+    :func:`lab_splits_frame` labels it, replicate): the chapter's enrichment of hits.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame(dict(status=["ok"], method=["LIFT"], target_moi=[0.3], moi_hat=[1.2],
+    ...                       replicate=[0], precision_at_recall=["[0.5, 0.25]"]))
+    >>> lab_splits_curves(t)
+    {('LIFT', 0.3, 0): array([0.5 , 0.25])}
+    """
+    rows = table[table.status == "ok"]
+    moi = rows.target_moi.fillna(rows.moi_hat).round(2)
+    return {(m, float(x), int(r)): np.array(json.loads(c)) for m, x, r, c in zip(
+        rows.method, moi, rows.replicate, rows.precision_at_recall, strict=True)}
 
 
 def table1_grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -359,6 +537,45 @@ def table1_task(p: dict[str, Any]) -> dict[str, Any]:
     for k in ("model", "guide", "seed"):
         row.pop(k)
     return dict(row, bound=bool(row["bound_by_budget"]))
+
+
+#: Columns of a Table 1 row (:func:`~liftkit.perturb.experiment.table1_fit`) in its order:
+#: metrics (those a fit lacks are left out of its row), then the fit, then its training record.
+TABLE1_METRICS = ("iwelbo", "ate_pearson", "ate_pearson_overall", "ate_pearson_top",
+                  "mask_accuracy", "mask_f1", "mask_recall", "mask_precision",
+                  "pathway_accuracy", "mcc", "eval_seconds")
+TABLE1_RECORD = ("max_steps", "steps", "best_step", "epochs", "stopped_early",
+                 "bound_by_budget", "cpu_seconds", "train_seconds")
+#: Provenance columns a sweep row carries (:func:`liftkit.perturb.experiment.provenance`).
+PROVENANCE = ("liftkit_version", "git_commit", "git_tree", "torch_version", "device", "python")
+
+
+def table1_frame(table: Any) -> Any:
+    """The frame :func:`~liftkit.perturb.experiment.run_table1` returns (SAMS-VAE Table 1: one
+    row per fit, metrics then ``model``, ``inference``, ``guide``, ``seed`` (the fit seed) and
+    the training record), from the finished rows of a ``table1`` sweep table, followed by their
+    provenance columns as in the committed ``book/results/table1.csv``.
+
+    ``table`` is a DataFrame or a Parquet path (:func:`read_sweep` checks it).
+
+    Examples
+    --------
+    >>> frame = table1_frame("runs/table1.parquet")  # doctest: +SKIP
+    >>> list(frame.columns[:2])  # doctest: +SKIP
+    ['iwelbo', 'ate_pearson']
+    """
+    import pandas as pd
+
+    table = read_sweep(table, "table1")
+    ok = table[table.status == "ok"]
+    out = []
+    for r in ok.to_dict("records"):
+        row = {k: r[k] for k in TABLE1_METRICS if k in r and not pd.isna(r[k])}
+        row.update(model=r["model"], inference=r["inference"], guide=r["guide"],
+                   seed=int(r["fit_seed"]), **{k: r[k] for k in TABLE1_RECORD})
+        out.append(row)
+    frame = pd.DataFrame(out)
+    return frame.assign(**{k: ok[k].to_numpy() for k in PROVENANCE if k in ok})
 
 
 def lifted_grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
