@@ -153,6 +153,16 @@ def combination_split(
     pairs = np.asarray(pairs, dtype=np.int64)
     unseen = np.sort(rng.choice(n_perts, n_unseen, replace=False))
     seen = 2 - np.isin(pairs, unseen).sum(1)
+    return _hold_out_by_category(pairs, seen, unseen, test_frac, rng)
+
+
+def _hold_out_by_category(
+    pairs: np.ndarray, seen: np.ndarray, unseen: np.ndarray, test_frac: float,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """The split frame of :func:`combination_split`: ``seen`` members per pair give its category,
+    a random rank (``order``) per pair, and the ``test_frac`` lowest ranks of each category (at
+    least one) held out."""
     frame = pd.DataFrame({"a": pairs[:, 0], "b": pairs[:, 1],
                           "category": [f"seen{s}" for s in seen],
                           "order": rng.permutation(len(pairs))})
@@ -160,7 +170,79 @@ def combination_split(
     size = frame.groupby("category")["order"].transform("size").to_numpy()
     n_test = np.maximum(1, np.round(test_frac * size))
     frame["test"] = rank <= n_test
-    frame.attrs["unseen"] = unseen.tolist()
+    frame.attrs["unseen"] = np.asarray(unseen).tolist()
+    return frame
+
+
+def dosage_combination_split(
+    adata: ad.AnnData, unseen_frac: float = 0.25, test_frac: float = 0.4, seed: int = 0
+) -> pd.DataFrame:
+    """:func:`combination_split` for a measured screen: its pairs and singles read from the dosage.
+
+    The pairs are the distinct dosage rows with exactly two perturbations (Norman et al. 2019's
+    paired CRISPRa guides). Of the perturbations that are members of a pair and have single-
+    perturbation cells, a share ``unseen_frac`` (rounded) lose their single cells from
+    training. A pair is ``seen2``, ``seen1`` or ``seen0`` (GEARS' combo_seen2/1/0) by how many
+    of its members keep single cells in training: a member that the screen never measured alone
+    counts as unseen too. In each category a share ``test_frac`` of the pairs (at least one) is
+    held out, the others are training pairs (:func:`split_screen` then splits the cells). With
+    ``unseen_frac=0`` every pair is ``seen2``: the held-out combinations of the SAMS-VAE paper's
+    norman-ood split (sec. 4.2; :func:`liftkit.data.perturbseq.norman_ood_split` splits cells
+    by it). Cells with three or more perturbations are in no pair and stay out of both sides.
+
+    Parameters
+    ----------
+    adata
+        A screen with ``obsm["dosage"]`` (cells x perturbations 0/1; controls all zero), e.g.
+        ``liftkit.data.load("norman2019")``.
+    unseen_frac
+        Share of the paired perturbations with single cells whose singles are held out.
+    test_frac
+        Share of each category's pairs held out.
+    seed
+        NumPy seed of the unseen perturbations and of the pairs' order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`combination_split` (``a``, ``b`` index the dosage columns), plus ``combination``
+        (``"A+B"``), and ``a_single_cells``, ``b_single_cells`` (the members' single-perturbation
+        cells in the screen); ``attrs["unseen"]`` lists the held-out singles.
+
+    Raises
+    ------
+    ValueError
+        A screen without pairs (one perturbation per cell, e.g. Replogle et al. 2022).
+
+    Examples
+    --------
+    >>> import anndata as ad, pandas as pd
+    >>> d = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1]])
+    >>> screen = ad.AnnData(np.ones((6, 2), np.float32))
+    >>> screen.obsm["dosage"] = pd.DataFrame(d, index=screen.obs_names, columns=list("ABC"))
+    >>> dosage_combination_split(screen, unseen_frac=0.0)[["combination", "category"]].values.tolist()
+    [['A+B', 'seen2'], ['A+C', 'seen2']]
+    """
+    d, names = read_dosage(adata)
+    n_guides = d.sum(1)
+    paired = n_guides == 2
+    if not paired.any():
+        raise ValueError(
+            f"the screen has no cells with two perturbations (at most {int(n_guides.max())} per "
+            "cell): held-out combinations need a screen with pairs, e.g. norman2019"
+        )
+    # the two members of each paired cell, in column order; distinct pairs sorted
+    members = np.sort(np.argsort(-d[paired], axis=1, kind="stable")[:, :2], axis=1)
+    pairs = np.unique(members, axis=0)
+    single_cells = d[n_guides == 1].sum(0).astype(np.int64)  # [T]
+    candidates = np.intersect1d(np.unique(pairs), np.flatnonzero(single_cells > 0))
+    rng = np.random.default_rng(seed)
+    n_unseen = int(round(unseen_frac * len(candidates)))
+    unseen = np.sort(rng.choice(candidates, n_unseen, replace=False))
+    kept = (single_cells > 0) & ~np.isin(np.arange(d.shape[1]), unseen)
+    frame = _hold_out_by_category(pairs, kept[pairs].sum(1), unseen, test_frac, rng)
+    frame["combination"] = [f"{names[a]}+{names[b]}" for a, b in pairs]
+    frame["a_single_cells"], frame["b_single_cells"] = single_cells[pairs].T
     return frame
 
 
@@ -287,13 +369,21 @@ def additive_prediction(
     >>> ate.shape, pred.shape
     ((1, 10), (1, 5, 10))
     """
+    ate, control = _additive_parts(train, dosage, target_sum)
+    return ate, control[None, :, :] + ate[:, None, :]
+
+
+def _additive_parts(
+    train: ad.AnnData, dosage: np.ndarray, target_sum: float = 1e4
+) -> tuple[np.ndarray, np.ndarray]:
+    """The additive baseline's effects ``[Q, G]`` and the training control cells ``[N_c, G]``
+    (log-normalised; only the controls are made dense)."""
     d, names = read_dosage(train)
-    y = log_normalise(read_counts(train), target_sum)
+    y = log_normalise(read_counts(train[d.sum(1) == 0]), target_sum)
     de = differential_expression(train, target_sum=target_sum)
     shifts = de.reindex(names).fillna(0.0).to_numpy()  # [T, G], unknown singles: 0
     dosage = np.asarray(dosage, dtype=float).reshape(-1, len(names))
-    ate = dosage @ shifts
-    return ate, y[d.sum(1) == 0][None, :, :] + ate[:, None, :]
+    return dosage @ shifts, y
 
 
 @torch.no_grad()
@@ -346,7 +436,8 @@ def energy_distance(
     ``D(X, Y) = (2 E|X - Y| - E|X - X'| - E|Y - Y'|)^{1/2}`` with Euclidean norms and the
     empirical (V-statistic) means, the convention of ``scipy.stats.energy_distance`` in one
     dimension (Szekely & Rizzo). Zero iff the two distributions agree; all groups at once:
-    batched ``torch.cdist`` for the predicted populations, a membership matrix for the groups.
+    batched ``torch.cdist`` over the groups, each group's observed cells padded to the largest
+    group, so memory and time grow with the groups' sizes, not with the square of all test cells.
 
     Parameters
     ----------
@@ -368,15 +459,23 @@ def energy_distance(
     array([1.41421356])
     """
     x = torch.as_tensor(np.asarray(predicted), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(observed), dtype=torch.float64)
-    g = torch.as_tensor(np.asarray(groups), dtype=torch.int64)
+    g = np.asarray(groups, dtype=np.int64)
     q, n = x.shape[0], x.shape[1]
-    member = torch.nn.functional.one_hot(g.clamp_min(0), q).double() * (g >= 0)[:, None]  # [M, Q]
-    m = member.sum(0)
+    # each group's observed cells padded to the largest group: [Q, m_max, G] and a 0/1 mask, so
+    # only within-group distances are computed (not all M x M pairs of the test cells)
+    rows = np.flatnonzero(g >= 0)
+    rows = rows[np.argsort(g[rows], kind="stable")]
+    m_np = np.bincount(g[rows], minlength=q)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(m_np) - m_np, m_np)
+    y = torch.zeros((q, max(int(m_np.max(initial=0)), 1), x.shape[2]), dtype=torch.float64)
+    y[g[rows], slot] = torch.as_tensor(np.asarray(observed)[rows], dtype=torch.float64)
+    mask = torch.zeros(y.shape[:2], dtype=torch.float64)
+    mask[g[rows], slot] = 1.0
+    m = torch.as_tensor(m_np, dtype=torch.float64)
     mode = "donot_use_mm_for_euclid_dist"
     exx = torch.cdist(x, x, compute_mode=mode).mean((1, 2))
-    exy = (torch.cdist(x, y[None].expand(q, -1, -1), compute_mode=mode).sum(1) * member.T).sum(1)
-    eyy = ((member.T @ torch.cdist(y, y, compute_mode=mode)) * member.T).sum(1)
+    exy = (torch.cdist(x, y, compute_mode=mode) * mask[:, None, :]).sum((1, 2))
+    eyy = (torch.cdist(y, y, compute_mode=mode) * mask[:, :, None] * mask[:, None, :]).sum((1, 2))
     d2 = 2 * exy / (n * m) - exx - eyy / m**2
     return torch.where(m > 0, d2.clamp_min(0).sqrt(), torch.nan).numpy()
 
@@ -452,10 +551,10 @@ def predict_combinations(
         ate = source.average_treatment_effect(dosage, n_particles=ate_particles, seed=seed)
         return ate.to_numpy(), model_cells(source, dosage, n_cells, seed)
     if source == "additive":
-        ate, cells = additive_prediction(train, dosage)
-        pick = np.random.default_rng(seed).choice(cells.shape[1], min(n_cells, cells.shape[1]),
-                                                  replace=False)
-        return ate, cells[:, np.sort(pick)]
+        ate, control = _additive_parts(train, dosage)  # shifted control cells, as in
+        pick = np.random.default_rng(seed).choice(len(control), min(n_cells, len(control)),
+                                                  replace=False)  # additive_prediction
+        return ate, control[np.sort(pick)][None, :, :] + ate[:, None, :]
     if source == "truth":
         rows = np.vstack([np.zeros((n_cells, dosage.shape[1]), np.float32),
                           np.repeat(dosage, n_cells, axis=0)])
@@ -487,7 +586,7 @@ def combination_iwelbo(model: PerturbVAE, test: ad.AnnData, dosage: np.ndarray,
 
 
 def run_combinations(
-    screen: ad.AnnData, split: pd.DataFrame, truth: dict[str, Any], *,
+    screen: ad.AnnData, split: pd.DataFrame, truth: dict[str, Any] | None, *,
     models: list[tuple[str, str]], fractions: list[float] | None = None,
     seeds: list[int] | None = None, fit_kw: dict[str, Any] | None = None,
     eval_kw: dict[str, Any] | None = None, device: str = "auto",
@@ -498,7 +597,8 @@ def run_combinations(
     ``ate_pearson``, ``ate_pearson_top``, ``energy``, and for models ``iwelbo`` and the training
     record (``steps``, ``best_step``, ``bound_by_budget``, ``cpu_seconds``). Sources: each of
     ``models`` (``(name, guide)``, fitted by :func:`liftkit.perturb.experiment.fit_model` with
-    early stopping), the additive baseline and the truth (the ceiling).
+    early stopping), the additive baseline and the truth (the ceiling; left out when ``truth`` is
+    None, a measured screen).
 
     Examples
     --------
@@ -514,12 +614,13 @@ def run_combinations(
 
     ev = {**dict(n_cells=200, ate_particles=200, iwelbo_particles=50, top_k=10), **(eval_kw or {})}
     held = split[split["test"]]
-    dosage = pair_dosage(held, truth["mask"].shape[0])
+    dosage = pair_dosage(held, screen.obsm["dosage"].shape[1])
+    ceiling: list[tuple[str, Any]] = [("truth", "truth")] if truth is not None else []
     frames = []
     for seed in seeds or [0]:
         for frac in fractions or [1.0]:
             train, test = split_screen(screen, split, frac, seed=seed)
-            sources: list[tuple[str, Any]] = [("truth", "truth"), ("additive baseline", "additive")]
+            sources: list[tuple[str, Any]] = [*ceiling, ("additive baseline", "additive")]
             for name, guide in models:
                 sources.append((name, fit_model(name, guide, train, seed=seed, device=device,
                                                 **(fit_kw or {}))))
