@@ -47,20 +47,20 @@ class FirstLetter(torch.nn.Module):
         return self.table[tokens[:, 0]]
 
 
-def _screen():
+def _screen(threshold=0.0):
     ptr = np.cumsum([0] + [len(c) for c in CELLS])
     return Screen(tokens=encode(SEQS), cell_ptr=torch.as_tensor(ptr),
                   seq_idx=torch.tensor([s for c in CELLS for s in c]), y=torch.tensor(Y),
-                  n0=N0, n_cells=N0 + len(Y), moi=MOI)
+                  n0=N0, n_cells=N0 + len(Y), moi=MOI, threshold=threshold)
 
 
 LIBRARY = EmpiricalLibrary(["DAA", "DCW", "DW"])  # f = F_OF["D"] on every library sample
 
 
-def _objective(kind, **kw):
+def _objective(kind, threshold=0.0, **kw):
     args = dict(generator=torch.Generator().manual_seed(0), batch_size=2, n_mc=16, mc_pool=64,
                 phi_init=PHI, val_frac=0.0)
-    return kind(_screen(), LIBRARY, FirstLetter(), **{**args, **kw})
+    return kind(_screen(threshold), LIBRARY, FirstLetter(), **{**args, **kw})
 
 
 def _nb(y, mean):
@@ -101,15 +101,25 @@ def test_dropping_leavs_changes_the_lift_objective_by_its_term():
     assert abs(gap - (-N0 * LEAVS_POOLED / (len(Y) + N0))) < 1e-6 and gap > 0.1
 
 
-def test_conventional_objective_is_the_hand_sum_over_pairs():
-    """Pairs (x_ij, y_i) with y_i ~ NB(f(x_ij)), the single-sequence LeaVS term and L1."""
-    obj = _objective(ConventionalObjective, l1=L1)
+@pytest.mark.parametrize("leavs, l1, dedupe, threshold", [
+    (True, L1, True, 0.0), (True, L1, False, 0.0), (False, 0.0, True, 0.0),
+    (False, 0.0, False, 0.0), (True, 0.0, True, 1.0)])
+def test_conventional_objective_is_the_hand_sum_over_pairs(leavs, l1, dedupe, threshold):
+    """Pairs (x_ij, y_i) with y_i ~ NB(f(x_ij)), the single-sequence LeaVS term
+    log P(y <= tau | NB(V, phi)) (scipy's CDF) and L1; with or without deduplicated sequences,
+    and with no Monte Carlo batch at all when neither LeaVS nor L1 needs one."""
+    obj = _objective(ConventionalObjective, threshold=threshold, leavs=leavs, l1=l1,
+                     dedupe=dedupe)
     pairs = [(s, Y[i]) for i, c in enumerate(CELLS) for s in c]
     full = sum(_nb(y, F_OF[SEQS[s][0]]) for s, y in pairs)
-    prior = N0 * LEAVS_SINGLE - L1 * (N0 + len(Y)) * V
+    single = stats.nbinom.logcdf(threshold, PHI, PHI / (PHI + V))
+    prior = (N0 * single if leavs else 0.0) - l1 * (N0 + len(Y)) * V
     out = obj.loss(torch.arange(len(pairs)))
     assert abs(float(out.value.detach()) - (-(full + prior) / (len(pairs) + N0))) < 1e-5
+    assert (out.sequences, out.cells) == (len(pairs), 0)  # units are pairs, not pooled cells
     assert obj.n_units == len(pairs) and obj.batch_units == 4  # 2 cells x 2 sequences per cell
+    if threshold == 0.0:
+        assert abs(single - LEAVS_SINGLE) < 1e-12
 
 
 def test_site_library_fit_counts_the_data():
