@@ -226,3 +226,41 @@ def test_conventional_training_learns_at_moi_1(site_lib, one_thread):
     chance = float(test.label.float().mean())
     auc = evaluate(res, test)
     assert auc > 10 * chance, (auc, chance)
+
+
+def _leavs_part(obj_kw, **kw):
+    """N0' log P(y <= tau) of a LIFT objective: the loss with LeaVS minus the loss without,
+    rescaled (the data term and L1 are the same deterministic sums in both)."""
+    n = len(Y)
+    with_leavs = _objective(LiftObjective, leavs=True, **obj_kw, **kw).loss(torch.arange(n))
+    without = _objective(LiftObjective, leavs=False, **obj_kw).loss(torch.arange(n))
+    return float((without.value - with_leavs.value).detach()) * (n + N0) / N0
+
+
+def test_lift_leavs_with_cell_level_noise_is_the_poisson_mixture():
+    """leavs_noise="cell": P(y = 0) = sum_n Pois(n; MOI) (1 + n V / phi)^-phi (one NB per cell
+    of n sequences of activity V), estimated from 20,000 simulated cells; the per-sequence
+    closed form LEAVS_POOLED is about 9 standard errors away."""
+    n = np.arange(80)
+    p0 = float(np.sum(stats.poisson.pmf(n, MOI) * (1 + n * V / PHI) ** -PHI))
+    se = np.sqrt(np.sum(stats.poisson.pmf(n, MOI) * (1 + n * V / PHI) ** (-2 * PHI)) - p0**2)
+    se_log = se / np.sqrt(20000) / p0
+    got = _leavs_part(dict(n_mc=20000), leavs_noise="cell")
+    assert abs(got - np.log(p0)) < 4 * se_log
+    assert abs(got - LEAVS_POOLED) > 6 * se_log
+
+
+def test_lift_objective_passes_its_options_on():
+    """MOI 0 is refused; the estimator asked for is the one used ('pgf' at tau > 0 is refused
+    when the loss is computed); a tau > 0 Monte Carlo term draws from the objective's own
+    generator, not torch's global one."""
+    with pytest.raises(ValueError, match=r"^moi must be > 0, got 0\.0$"):
+        _objective(LiftObjective, moi=0.0)
+    obj = _objective(LiftObjective, threshold=1.0, leavs_estimator="pgf")
+    with pytest.raises(ValueError, match="'pgf' LeaVS estimator needs threshold 0"):
+        obj.loss(torch.arange(len(Y)))
+    values = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        values.append(float(_objective(LiftObjective, threshold=1.0).loss(torch.arange(4)).value.detach()))
+    assert values[0] == values[1]
