@@ -21,7 +21,12 @@ from scipy import stats
 from liftkit.lift.experiment import evaluate, make_test_set, predict
 from liftkit.lift.library import ALPHABET, PAD, EmpiricalLibrary, SiteIndependentLibrary, encode
 from liftkit.lift.nets import SeqCNN
-from liftkit.lift.objectives import ConventionalObjective, LiftObjective
+from liftkit.lift.objectives import (
+    ConventionalObjective,
+    LiftObjective,
+    leavs_log_p0,
+    pooled_mean,
+)
 from liftkit.lift.screen import Screen, simulate_screen
 from liftkit.lift.train import fit_conventional, fit_lift, train
 
@@ -256,6 +261,8 @@ def test_lift_objective_passes_its_options_on():
     generator, not torch's global one."""
     with pytest.raises(ValueError, match=r"^moi must be > 0, got 0\.0$"):
         _objective(LiftObjective, moi=0.0)
+    with pytest.raises(ValueError, match=r"^unknown LeaVS noise 'gamma': use 'sequence' or 'cell'$"):
+        _objective(LiftObjective, leavs_noise="gamma")
     obj = _objective(LiftObjective, threshold=1.0, leavs_estimator="pgf")
     with pytest.raises(ValueError, match="'pgf' LeaVS estimator needs threshold 0"):
         obj.loss(torch.arange(len(Y)))
@@ -264,3 +271,23 @@ def test_lift_objective_passes_its_options_on():
         torch.manual_seed(global_seed)
         values.append(float(_objective(LiftObjective, threshold=1.0).loss(torch.arange(4)).value.detach()))
     assert values[0] == values[1]
+
+
+def test_leavs_log_p0_refusals_and_dtype():
+    """Each refusal names its problem; the 'pgf' closed form only for tau = 0 with per-sequence
+    noise; a float64 phi does not promote a float32 f's LeaVS term; pooled_mean without extra
+    tokens returns no Monte Carlo values."""
+    f = torch.full((8,), V, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"^moi must be > 0, got 0\.0$"):
+        leavs_log_p0(f, 0.0, PHI)
+    pgf = (r"^the 'pgf' LeaVS estimator needs threshold 0 and per-sequence noise: "
+           r"use estimator='cells'$")
+    with pytest.raises(ValueError, match=pgf):
+        leavs_log_p0(f, MOI, PHI, threshold=1.0, estimator="pgf")
+    with pytest.raises(ValueError, match=pgf):
+        leavs_log_p0(f, MOI, PHI, estimator="pgf", noise="cell")
+    out = leavs_log_p0(f, MOI, torch.tensor(PHI, dtype=torch.float64))
+    assert out.dtype == torch.float32 and abs(float(out) - LEAVS_POOLED) < 1e-6
+    mean, f_mc = pooled_mean(FirstLetter(), _screen(), torch.arange(len(Y)))
+    assert f_mc is None
+    assert torch.allclose(mean, torch.tensor([_cell_mean(i) for i in range(len(Y))]))
