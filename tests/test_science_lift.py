@@ -286,8 +286,25 @@ def test_leavs_log_p0_refusals_and_dtype():
         leavs_log_p0(f, MOI, PHI, threshold=1.0, estimator="pgf")
     with pytest.raises(ValueError, match=pgf):
         leavs_log_p0(f, MOI, PHI, estimator="pgf", noise="cell")
+    with pytest.raises(ValueError, match=r"^unknown LeaVS estimator 'exact': use 'auto', "):
+        leavs_log_p0(f, MOI, PHI, estimator="exact")
     out = leavs_log_p0(f, MOI, torch.tensor(PHI, dtype=torch.float64))
     assert out.dtype == torch.float32 and abs(float(out) - LEAVS_POOLED) < 1e-6
     mean, f_mc = pooled_mean(FirstLetter(), _screen(), torch.arange(len(Y)))
     assert f_mc is None
     assert torch.allclose(mean, torch.tensor([_cell_mean(i) for i in range(len(Y))]))
+
+
+def test_conventional_pairs_come_from_their_own_cells():
+    """With a validation set, training pairs are the (x_ij, y_i) of the training cells only and
+    validation pairs those of the validation cells, listed by hand from CELLS and Y."""
+    obj = _objective(ConventionalObjective, val_frac=0.5)
+    train, val = obj.train_cells.tolist(), obj.val_cells.tolist()
+    assert sorted(train + val) == list(range(len(Y))) and len(val) == 2
+
+    def by_hand(cells):
+        return [(s, Y[i]) for i in cells for s in CELLS[i]]
+
+    assert list(zip(obj.pair_x.tolist(), obj.pair_y.tolist(), strict=True)) == by_hand(train)
+    assert list(zip(obj.val_x.tolist(), obj.val_y.tolist(), strict=True)) == by_hand(val)
+    assert obj.n_units == len(by_hand(train))
