@@ -4,17 +4,14 @@ the combinations chapter run on a small file in the provider's (scPerturb's) for
 from __future__ import annotations
 
 import hashlib
-import itertools
 import time
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 import yaml
 from scipy.spatial.distance import cdist
 
+from liftkit.data.fixtures import norman_like_screen
 from liftkit.data.perturbseq import load_scperturb
 from liftkit.perturb.combinations import (
     CATEGORIES,
@@ -29,45 +26,10 @@ from liftkit.perturb.combinations import (
 SMALL = {"min_genes": 5, "min_cells": 3, "n_top_genes": 20}
 
 
-def norman_like_fixture(n_cells=1200, n_genes=60, n_targets=8, seed=0):
-    """A Norman-style CRISPRa screen in scPerturb's format: raw integer counts (CSR ``X``), gene
-    symbols as var names, obs ``perturbation`` (pairs joined by ``_``, controls ``control``),
-    ``nperts``, ``perturbation_type``, ``celltype``, ``ncounts``, ``ngenes``.
-
-    Targets ``T01..`` are genes of the screen; each activates itself and moves three other
-    genes, and a pair's effects multiply (additive in log space). Every pair of the first
-    ``n_targets - 1`` targets is measured; the last target is measured only in pairs (never
-    alone), and a few cells carry three guides."""
-    rng = np.random.default_rng(seed)
-    targets = [f"T{t:02d}" for t in range(1, n_targets + 1)]
-    genes = [*targets, *(f"G{j:03d}" for j in range(n_genes - n_targets))]
-    pairs = [f"{a}_{b}" for a, b in itertools.combinations(targets[:-1], 2)]
-    pairs += [f"{targets[0]}_{targets[-1]}", f"{targets[1]}_{targets[-1]}"]
-    pool = ["control"] * 6 + targets[:-1] * 2 + pairs + [f"{targets[0]}_{targets[1]}_{targets[2]}"]
-    labels = np.array(pool, dtype=object)[rng.integers(len(pool), size=n_cells)]
-    log_effect = np.zeros((len(targets), n_genes))
-    for t in range(len(targets)):
-        log_effect[t, t] = 2.0
-        log_effect[t, rng.choice(np.arange(n_targets, n_genes), 3, replace=False)] = rng.choice(
-            [-1.2, 1.2], 3)
-    dose = np.array([[t in lab.split("_") for t in targets] for lab in labels], dtype=float)
-    rate = rng.gamma(2.0, 1.0, n_genes)[None] * np.exp(dose @ log_effect)
-    lib = rng.lognormal(np.log(20.0 * n_genes), 0.2, (n_cells, 1))
-    x = sp.csr_matrix(rng.poisson(rate / rate.sum(1, keepdims=True) * lib).astype(np.float32))
-    obs = pd.DataFrame(
-        {"perturbation": pd.Categorical(labels),
-         "nperts": [0 if lab == "control" else len(lab.split("_")) for lab in labels],
-         "perturbation_type": "CRISPRa", "celltype": "K562",
-         "ncounts": np.asarray(x.sum(1)).ravel(), "ngenes": x.getnnz(axis=1)},
-        index=[f"cell{i}" for i in range(n_cells)],
-    )
-    return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes))
-
-
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory):
     path = tmp_path_factory.mktemp("norman") / "NormanWeissman2019_filtered.h5ad"
-    norman_like_fixture().write_h5ad(path)
+    norman_like_screen().write_h5ad(path)
     return load_scperturb(path, control_labels=["control", "ctrl"], **SMALL)
 
 
@@ -178,7 +140,7 @@ def test_chapter_runs_on_a_cached_norman_file(tmp_path, root, monkeypatch):
     from liftkit.companion.runner import run_chapter
 
     source = tmp_path / "NormanWeissman2019_filtered.h5ad"
-    norman_like_fixture().write_h5ad(source)
+    norman_like_screen().write_h5ad(source)
     manifest, cache = manifest_for(tmp_path, root, source)
     monkeypatch.setenv("LIFTKIT_MANIFEST", str(manifest))
     monkeypatch.setenv("LIFTKIT_DATA_DIR", str(cache))

@@ -19,6 +19,7 @@ only the selected genes, see :func:`liftkit.perturb.setup.read_counts`).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -405,16 +406,17 @@ def _step(log: dict[str, list[Any]], name: str, adata: ad.AnnData) -> None:
         log[key].append(value)
 
 
-def _finish(
-    adata: ad.AnnData, genes: list[str], target_sum: float, sparse_dosage: bool
-) -> ad.AnnData:
-    """Subset genes, drop cells left without counts, move counts to ``layers["counts"]``, set
-    ``X`` to log-normalised counts, store float32 dosages (sparse columns or dense), and add the
-    per-cell summaries of simulate_perturb_seq."""
+def _finish(out: ad.AnnData, target_sum: float, sparse_dosage: bool) -> ad.AnnData:
+    """In place on ``out`` (its genes selected): drop cells left without counts, move counts to
+    ``layers["counts"]``, set ``X`` to log-normalised counts, store float32 dosages (sparse
+    columns or dense), and add the per-cell summaries of simulate_perturb_seq."""
     import scanpy as sc
 
-    out = adata[:, genes].copy()
-    sc.pp.filter_cells(out, min_counts=1)
+    n_counts = np.asarray(out.X.sum(1)).ravel()
+    if (n_counts == 0).any():  # filter_cells copies X even when every cell stays
+        sc.pp.filter_cells(out, min_counts=1)
+    else:
+        out.obs["n_counts"] = n_counts  # what filter_cells records
     out.layers["counts"] = out.X
     out.X = out.layers["counts"].copy()
     sc.pp.normalize_total(out, target_sum=target_sum)
@@ -533,13 +535,16 @@ def load_scperturb(
         _step(log, "strong_perturbations", adata)
     genes = _select_genes(lognorm, n_top_genes, include_targets, gene_selection)
     del lognorm
+    gc.collect()
     if adata.n_obs == 0 or not genes or adata.obsm["dosage"].shape[1] == 0:
         raise ValueError(
             f"{source}: the filters left no cells, genes or perturbations "
             f"({' -> '.join(map(str, log['perturbations']))} perturbations); relax them "
             "(min_de_genes, min_cells_per_perturbation, min_genes)"
         )
-    out = _finish(adata, genes, target_sum, sparse_dosage)
+    adata = adata[:, genes].copy()
+    gc.collect()  # AnnData objects hold reference cycles: free the all-genes matrix before _finish
+    out = _finish(adata, target_sum, sparse_dosage)
     _step(log, "genes_selected", out)
     out.uns["preprocessing"] = {**log, "source": source, "n_top_genes": n_top_genes or 0,
                                 "gene_selection": gene_selection}

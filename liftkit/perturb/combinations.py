@@ -380,7 +380,8 @@ def _additive_parts(
     (log-normalised; only the controls are made dense)."""
     d, names = read_dosage(train)
     y = log_normalise(read_counts(train[d.sum(1) == 0]), target_sum)
-    de = differential_expression(train, target_sum=target_sum)
+    # the DE reads only controls and single-perturbation cells: the pairs' cells are not copied
+    de = differential_expression(train[d.sum(1) <= 1], target_sum=target_sum)
     shifts = de.reindex(names).fillna(0.0).to_numpy()  # [T, G], unknown singles: 0
     dosage = np.asarray(dosage, dtype=float).reshape(-1, len(names))
     return dosage @ shifts, y
@@ -613,6 +614,7 @@ def run_combinations(
     from liftkit.perturb.experiment import fit_model  # experiment imports the models' stack
 
     ev = {**dict(n_cells=200, ate_particles=200, iwelbo_particles=50, top_k=10), **(eval_kw or {})}
+    screen = _counts_only(screen)  # the splits below copy the counts, not X as well
     held = split[split["test"]]
     dosage = pair_dosage(held, screen.obsm["dosage"].shape[1])
     ceiling: list[tuple[str, Any]] = [("truth", "truth")] if truth is not None else []
@@ -637,6 +639,16 @@ def run_combinations(
                     frame = frame.assign(**_record(source))
                 frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _counts_only(screen: ad.AnnData) -> ad.AnnData:
+    """The screen without ``X`` (log-normalised counts for a loaded screen, a copy of the counts
+    for a simulated one), which no step of :func:`run_combinations` reads: every step reads
+    ``layers["counts"]``. A screen without that layer is returned as it is."""
+    if screen.X is None or "counts" not in screen.layers:
+        return screen
+    return ad.AnnData(obs=screen.obs, var=screen.var, uns=screen.uns,
+                      layers={"counts": screen.layers["counts"]}, obsm=dict(screen.obsm))
 
 
 def _record(model: PerturbVAE) -> dict[str, Any]:
