@@ -97,6 +97,26 @@ def test_decide_records_and_prints(tmp_path, monkeypatch, capsys):
         claims.decide("no-such-claim", True, {}, "check")
 
 
+def test_not_testable_records_its_reason(tmp_path, monkeypatch, capsys):
+    _write_registry(tmp_path, "ch", [ENTRY, {**ENTRY, "name": "b-claim"}])
+    monkeypatch.setenv("LIFTKIT_ROOT", str(tmp_path))
+    monkeypatch.setenv(claims.ENV_DIR, str(tmp_path / "out"))
+    verdict = claims.not_testable("a-claim", "no truth to compare with", "smoke-real")
+    assert verdict.verdict == "not testable here" and verdict.holds is None
+    assert capsys.readouterr().out.strip() == "claim a-claim: not testable here (no truth to compare with)"
+    saved = json.loads((tmp_path / "out" / "smoke-real" / "a-claim.json").read_text())
+    assert saved["holds"] is None and saved["reason"] == "no truth to compare with"
+    table = claims.claims_table("smoke-real").set_index("claim")
+    assert table.loc["a-claim", "verdict"] == "not testable here"
+    assert table.loc["a-claim", "numbers"] == "no truth to compare with"
+    assert table.loc["b-claim", "verdict"].endswith("(expected; not run in this build)")
+    with pytest.raises(ValueError, match="say why"):
+        claims.not_testable("b-claim", " ", "smoke-real")
+    with pytest.raises(ValueError, match="not in"):
+        claims.not_testable("no-such-claim", "why", "smoke-real")
+    assert not (tmp_path / "out" / "smoke-real" / "b-claim.json").exists()
+
+
 def test_claims_table_rows_and_verdicts(tmp_path, monkeypatch):
     entries = [
         ENTRY,

@@ -53,18 +53,23 @@ class Verdict:
     """What a chapter run found for one claim."""
 
     name: str
-    holds: bool
+    holds: bool | None  # None: the run cannot decide it (see ``reason``)
     numbers: dict[str, Any]
     profile: str
+    reason: str = ""
     verdict: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.verdict = "reproduced" if self.holds else "not reproduced"
+        if self.holds is None:
+            self.verdict = "not testable here"
+        else:
+            self.verdict = "reproduced" if self.holds else "not reproduced"
 
     def line(self) -> str:
-        """One line for the chapter's output: name, verdict and the numbers, rounded."""
+        """One line for the chapter's output: name, verdict and the numbers, rounded (or why
+        the claim cannot be decided)."""
         nums = ", ".join(f"{k} = {_fmt(v)}" for k, v in self.numbers.items())
-        return f"claim {self.name}: {self.verdict} ({nums})"
+        return f"claim {self.name}: {self.verdict} ({nums or self.reason})"
 
 
 def _fmt(value: Any) -> str:
@@ -144,12 +149,47 @@ def decide(name: str, holds: bool, numbers: dict[str, Any], profile: str) -> Ver
     >>> v = decide("lift-rises-with-moi", True, {"low": 0.1, "high": 0.4}, "smoke")  # doctest: +SKIP
     claim lift-rises-with-moi: reproduced (low = 0.1, high = 0.4)
     """
+    numbers = {k: (v.item() if hasattr(v, "item") else v) for k, v in numbers.items()}
+    return _record(Verdict(_known(name), bool(holds), numbers, profile))
+
+
+def not_testable(name: str, reason: str, profile: str) -> Verdict:
+    """Record that this run cannot decide a registered claim, and say why.
+
+    For a run whose data lack what the claim needs (a measured screen has no simulated truth;
+    a split left a category empty). The Claims page shows the verdict "not testable here" with
+    the reason, never a silent gap.
+
+    Parameters
+    ----------
+    name
+        A registered claim; an unknown name is an error listing the known ones.
+    reason
+        Why the run cannot decide it (not empty).
+    profile
+        The record's profile, as for :func:`decide`.
+
+    Examples
+    --------
+    >>> v = not_testable("lifted-beats-single-guide", "no truth", "smoke")  # doctest: +SKIP
+    claim lifted-beats-single-guide: not testable here (no truth)
+    """
+    if not reason.strip():
+        raise ValueError(f"not_testable({name!r}): say why the claim cannot be decided here")
+    return _record(Verdict(_known(name), None, {}, profile, reason=reason))
+
+
+def _known(name: str) -> str:
+    """``name`` if the registry has it, else an error listing the registered claims."""
     claims = registry()
     if name not in claims:
         raise ValueError(f"claim {name!r} is not in {REGISTRY}; registered: {sorted(claims)}")
-    numbers = {k: (v.item() if hasattr(v, "item") else v) for k, v in numbers.items()}
-    verdict = Verdict(name, bool(holds), numbers, profile)
-    target = record_dir(profile) / f"{name}.json"
+    return name
+
+
+def _record(verdict: Verdict) -> Verdict:
+    """Write ``verdict`` under its profile's record folder (atomically) and print its line."""
+    target = record_dir(verdict.profile) / f"{verdict.name}.json"
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(asdict(verdict), indent=1, sort_keys=True))
     print(verdict.line())
@@ -176,6 +216,8 @@ def _table_verdict(claim: Claim, got: dict[str, Any] | None) -> tuple[str, str]:
         return "not testable here", claim.reason
     if got is None:
         return f"{claim.expected} (expected; {NOT_RUN})", ""
+    if got["verdict"] == "not testable here":
+        return got["verdict"], got.get("reason", "")
     nums = ", ".join(f"{k} = {_fmt(v)}" for k, v in got["numbers"].items())
     return got["verdict"], nums
 
