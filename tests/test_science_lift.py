@@ -24,8 +24,13 @@ from liftkit.lift.nets import SeqCNN
 from liftkit.lift.objectives import (
     ConventionalObjective,
     LiftObjective,
+    _check_screen,
+    _device_of,
+    _split_cells,
     leavs_log_p0,
     pooled_mean,
+    trim,
+    validation_size,
 )
 from liftkit.lift.screen import Screen, simulate_screen
 from liftkit.lift.train import fit_conventional, fit_lift, train
@@ -308,3 +313,135 @@ def test_conventional_pairs_come_from_their_own_cells():
     assert list(zip(obj.pair_x.tolist(), obj.pair_y.tolist(), strict=True)) == by_hand(train)
     assert list(zip(obj.val_x.tolist(), obj.val_y.tolist(), strict=True)) == by_hand(val)
     assert obj.n_units == len(by_hand(train))
+
+
+# --- The objectives' bookkeeping: validation sizes, splits, defaults, devices, random draws ---
+
+
+@pytest.mark.parametrize("n, frac, floor, expected", [
+    (1000, 0.2, 100, 200),  # the fraction wins: 0.2 * 1000
+    (40, 0.1, 100, 20),  # the floor wins, capped at half the cells: min(100, 40 // 2)
+    (10, 0.1, 0, 1),  # no floor: round(1.0) = 1
+    (3, 0.1, 0, 1),  # round(0.3) = 0, but never fewer than one cell
+    (2, 0.9, 0, 1),  # round(1.8) = 2 would leave no training cell: at most n - 1
+    (1000, 0.0, 100, 0),  # no validation set at all
+])
+def test_validation_size_by_hand(n, frac, floor, expected):
+    assert validation_size(n, frac, floor) == expected
+    assert validation_size(1000, 0.01) == 100  # the default floor: 100 cells, not 10
+
+
+def test_screen_objective_refuses_an_empty_batch_and_passes_its_floor_on():
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
+        _objective(LiftObjective, batch_size=0)
+    assert _objective(LiftObjective, batch_size=1).batch_units == 1
+    obj = LiftObjective(_screen_of(CELLS * 63), LIBRARY, FirstLetter(), val_frac=0.01, val_min=5)
+    assert len(obj.val_cells) == 5  # max(round(2.52), min(5, 126), 1)
+
+
+def test_validation_size_refusals():
+    for frac in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=rf"^val_frac must be in \[0, 1\), got {frac}$"):
+            validation_size(100, frac)
+    with pytest.raises(ValueError, match=r"^val_min must be >= 0, got -1$"):
+        validation_size(100, 0.1, -1)
+
+
+def test_split_cells_sizes_cover_and_generator():
+    """Train and validation cells partition range(n); the default floor is 100 cells; the split
+    is drawn from the given generator only (torch's global seed does not move it)."""
+    splits = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        splits.append(_split_cells(1000, 0.01, torch.Generator().manual_seed(3)))
+    (train, val), (train2, val2) = splits
+    assert len(val) == 100 and sorted(train.tolist() + val.tolist()) == list(range(1000))
+    assert torch.equal(train, train2) and torch.equal(val, val2)
+    assert len(_split_cells(1000, 0.001, torch.Generator(), val_min=5)[1]) == 5
+
+
+def _screen_of(cells, n0=N0):
+    """A screen of the given sorted cells (sequence indices into SEQS), y = 1 each."""
+    ptr = np.cumsum([0] + [len(c) for c in cells])
+    return Screen(tokens=encode(SEQS), cell_ptr=torch.as_tensor(ptr),
+                  seq_idx=torch.tensor([s for c in cells for s in c]),
+                  y=torch.ones(len(cells)), n0=n0, n_cells=n0 + len(cells), moi=MOI,
+                  threshold=0.0)
+
+
+def test_check_screen_needs_two_sorted_cells():
+    _check_screen(_screen_of(CELLS[:2]))
+    message = (r"^the screen has 1 sequenced cells \(need >= 2\): screen more cells, raise the "
+               r"MOI or lower the sorting threshold$")
+    with pytest.raises(ValueError, match=message):
+        _check_screen(_screen_of(CELLS[:1]))
+
+
+def test_trim_drops_trailing_padding_only():
+    tokens = encode(["CA", "C"])
+    padded = torch.cat([tokens, torch.full((2, 3), PAD, dtype=tokens.dtype)], 1)
+    assert torch.equal(trim(padded), tokens[:, :2])
+    assert trim(torch.full((1, 4), PAD)).shape == (1, 1)  # never zero columns
+    assert trim(torch.empty((0, 5), dtype=torch.long)).shape == (0, 1)
+
+
+def test_objective_defaults_are_the_documented_ones():
+    """The signature's defaults, which chapters and sweeps rely on when they pass nothing:
+    phi = 1 and learned, no L1, 128 cells a batch, 512 Monte Carlo samples from a pool of 20,000
+    (2,048 of them fixed for validation), 10% validation with a floor of 100 cells,
+    deduplication on, validation seed 0."""
+    obj = LiftObjective(_screen_of(CELLS * 63), LIBRARY, FirstLetter())  # 252 sorted cells
+    assert obj.phi == 1.0 and obj.log_phi.requires_grad and obj.learn_phi
+    assert (obj.l1, obj.batch_size, obj.n_mc, obj.dedupe, obj.seed) == (0.0, 128, 512, True, 0)
+    assert len(obj.pool) == 20000 and torch.equal(obj.val_mc, obj.pool[:2048])
+    assert len(obj.val_cells) == 100  # max(25, min(100, 126), 1)
+
+
+def test_leavs_and_monte_carlo_need():
+    """LeaVS only with unsorted cells (N0 > 0); a Monte Carlo pool only for LeaVS or L1 > 0."""
+    no_unsorted = LiftObjective(_screen_of(CELLS, n0=0), LIBRARY, FirstLetter())
+    assert not no_unsorted.use_leavs and not no_unsorted.need_mc and no_unsorted.pool is None
+    one_unsorted = LiftObjective(_screen_of(CELLS, n0=1), LIBRARY, FirstLetter())
+    assert one_unsorted.use_leavs and one_unsorted.need_mc
+    plain = _objective(LiftObjective, leavs=False, l1=0.0)
+    assert plain.pool is None and plain.val_mc is None and plain._mc_batch() is None
+    assert _objective(LiftObjective, leavs=False, l1=L1).need_mc
+
+
+def test_random_draws_come_from_the_objectives_generator():
+    """The split, the Monte Carlo batches and the LeaVS cell simulation use the generator they
+    are given: the same seed gives the same draws whatever torch's global seed."""
+    draws = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        obj = _objective(LiftObjective, val_frac=0.5)
+        f = torch.linspace(0.1, 3.0, 8)  # distinct values: which samples are drawn matters
+        p0 = leavs_log_p0(f, MOI, PHI, threshold=1.0, estimator="cells",
+                          generator=torch.Generator().manual_seed(5))
+        draws.append((obj.val_cells, obj._mc_batch(), p0))
+    for a, b in zip(*draws, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_monte_carlo_batches_reach_every_pool_sample():
+    obj = _objective(LiftObjective, n_mc=300)
+    obj.pool = encode(["DAA", "DCW", "DW"])  # three distinct rows
+    rows = {tuple(r) for r in obj._mc_batch().tolist()}
+    assert rows == {tuple(r) for r in obj.pool.tolist()}
+
+
+def test_objectives_keep_their_tensors_on_the_networks_device():
+    """Built around a network on torch's shape-only 'meta' device, every tensor an objective
+    holds is there too (a CPU-only check that nothing is left on the CPU), and LeaVS computed
+    from f on that device stays on it."""
+    net = FirstLetter().to("meta")
+    assert _device_of(net) == torch.device("meta") and _device_of(torch.nn.Identity()).type == "cpu"
+    lift = LiftObjective(_screen(), LIBRARY, net, generator=torch.Generator().manual_seed(0),
+                         mc_pool=64, val_frac=0.5, l1=L1)
+    conv = ConventionalObjective(_screen(), LIBRARY, net, mc_pool=64, val_frac=0.5)
+    held = [lift.log_phi, lift.pool, lift.val_mc, lift.scr.tokens, lift.scr.y, lift.train_dev,
+            lift.val_dev, lift._mc_batch(), conv.pair_x, conv.pair_y, conv.val_x, conv.val_y]
+    assert all(t.device.type == "meta" for t in held)
+    f = torch.full((8,), V, device="meta")
+    for kw in (dict(), dict(threshold=1.0), dict(noise="cell"), dict(estimator="cells")):
+        assert leavs_log_p0(f, MOI, PHI, generator=torch.Generator(), **kw).device.type == "meta"
