@@ -29,6 +29,8 @@ BROKEN = """<!DOCTYPE html><html><head><title>broken</title></head><body>
 <p>Raw TeX left: \\(\\mathrm{mult}^{k}\\)</p>
 <div class="math notranslate nohighlight">\\[ s(x) = s_0 \\]</div>
 <p>See <span class="xref std std-ref">eq-lost</span> and equation (??).</p>
+<mjx-container display="true" style="display:block;width:200px;overflow-x:auto">
+<span style="display:inline-block;width:900px">a wide equation</span></mjx-container>
 <script>console.error("boom in the console")</script>
 </body></html>"""
 
@@ -69,6 +71,7 @@ def test_a_clean_page_passes(reports):
     "unresolved reference: 'eq-lost'",
     "unresolved reference ('??')",
     "console error: boom in the console",
+    "display equation wider than the text column (scrolls sideways): 'a wide equation'",
 ])
 def test_each_fault_is_reported_precisely(reports, expected):
     problems = reports["broken.html"].problems

@@ -4,7 +4,9 @@ Every HTML page of ``_build/html`` is opened over ``file://``, as a reader opens
 USB stick, and checked for:
 
 - **math**: MathJax typeset every math element (each holds an ``mjx-container``), reported no
-  TeX error, and no raw TeX (``\\[``, ``$$``, ``\\mathrm`` ...) is left in the visible text;
+  TeX error, and no raw TeX (``\\[``, ``$$``, ``\\mathrm`` ...) is left in the visible text, and no
+  display equation is wider than the text column at a 1280-pixel window (it would scroll
+  sideways);
 - **images**: every ``<img>`` loaded (``naturalWidth > 0``);
 - **links**: every link into the book names an existing file and, with ``#anchor``, an
   existing ``id`` of that page;
@@ -61,6 +63,9 @@ _COLLECT = """async (timeout) => {
     .map(m => m.textContent.trim().slice(0, 60));
   out.texErrors = Array.from(document.querySelectorAll('mjx-merror'))
     .map(e => e.getAttribute('data-mjx-error') || e.textContent.slice(0, 60));
+  // display equations that scroll sideways in the text column at this viewport
+  out.wide = Array.from(document.querySelectorAll('mjx-container[display="true"]'))
+    .filter(e => e.scrollWidth > e.clientWidth + 2).map(e => e.textContent.trim().slice(0, 60));
   out.unresolved = Array.from(document.querySelectorAll('.xref'))
     .filter(e => !e.closest('a')).map(e => e.textContent.trim().slice(0, 60));
   const clone = document.body.cloneNode(true);
@@ -136,6 +141,8 @@ def _page_problems(data: dict, console: list[str]) -> list[str]:
     problems += [f"raw TeX in the text: {m.group(0)!r} in "
                  f"{data['text'][max(0, m.start() - 30):m.end() + 30]!r}"
                  for m in list(RAW_TEX.finditer(data["text"]))[:5]]
+    problems += [f"display equation wider than the text column (scrolls sideways): {t!r}"
+                 for t in data.get("wide", [])[:5]]
     problems += [f"image did not load: {i['src']}" for i in data["images"] if not i["ok"]]
     problems += [f"unresolved reference: {t!r}" for t in data["unresolved"][:5]]
     if "??" in data["text"]:
