@@ -19,7 +19,6 @@ Prints one markdown table.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -28,8 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
+from liftkit.data.fixtures import norman_like_screen, stage_download
 from liftkit.utils import repo_root
 
 # Run in a fresh interpreter per size, so that ru_maxrss of the children is this size's kernel.
@@ -46,31 +44,15 @@ print(json.dumps({"wall_s": time.perf_counter() - t0,
 """
 
 
-def stage(folder: Path, n_cells: int, n_genes: int, n_targets: int, seed: int) -> dict[str, str]:
-    """Write the generated file, its manifest entry and cache; return the environment to use."""
-    from liftkit.data.fixtures import norman_like_screen
-
-    doc = yaml.safe_load((repo_root() / "data_manifest.yaml").read_text())
-    entry = next(e for e in doc["datasets"] if e["name"] == "norman2019")
-    cache = folder / "cache"
-    cache.mkdir()
-    path = cache / entry["filename"]
-    norman_like_screen(n_cells=n_cells, n_genes=n_genes, n_targets=n_targets,
-                       seed=seed).write_h5ad(path)
-    entry.update(urls=["http://127.0.0.1:9/unreachable.h5ad"],
-                 checksum="md5:" + hashlib.md5(path.read_bytes()).hexdigest())
-    manifest = folder / "manifest.yaml"
-    manifest.write_text(yaml.safe_dump({"datasets": [entry]}))
-    return {**os.environ, "LIFTKIT_MANIFEST": str(manifest), "LIFTKIT_DATA_DIR": str(cache),
-            "LIFTKIT_CLAIMS_DIR": str(folder / "claims"), "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1"}
-
-
 def measure(n_cells: int, n_genes: int, n_targets: int, profile: str, seed: int
             ) -> dict[str, float]:
     """One chapter run on a generated file of ``n_cells`` x ``n_genes``."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = stage(Path(tmp), n_cells, n_genes, n_targets, seed)
+        screen = norman_like_screen(n_cells=n_cells, n_genes=n_genes, n_targets=n_targets,
+                                    seed=seed)
+        env = {**os.environ, **stage_download(screen, tmp),
+               "LIFTKIT_CLAIMS_DIR": str(Path(tmp) / "claims"), "OMP_NUM_THREADS": "1",
+               "MKL_NUM_THREADS": "1"}
         chapter = repo_root() / "book" / "lifted_perturbseq.md"
         done = subprocess.run(
             [sys.executable, "-c", CHILD, str(chapter), str(Path(tmp) / "run.ipynb"), profile],

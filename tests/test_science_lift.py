@@ -57,11 +57,18 @@ class FirstLetter(torch.nn.Module):
         return self.table[tokens[:, 0]]
 
 
-def _screen(threshold=0.0):
-    ptr = np.cumsum([0] + [len(c) for c in CELLS])
+def _screen_of(cells, y=None, n0=N0, threshold=0.0):
+    """A screen of the given sorted cells (sequence indices into SEQS); y = 1 each unless given."""
+    ptr = np.cumsum([0] + [len(c) for c in cells])
     return Screen(tokens=encode(SEQS), cell_ptr=torch.as_tensor(ptr),
-                  seq_idx=torch.tensor([s for c in CELLS for s in c]), y=torch.tensor(Y),
-                  n0=N0, n_cells=N0 + len(Y), moi=MOI, threshold=threshold)
+                  seq_idx=torch.tensor([s for c in cells for s in c]),
+                  y=torch.ones(len(cells)) if y is None else torch.tensor(y), n0=n0,
+                  n_cells=n0 + len(cells), moi=MOI, threshold=threshold)
+
+
+def _screen(threshold=0.0):
+    """The hand-written screen: CELLS with readouts Y."""
+    return _screen_of(CELLS, Y, threshold=threshold)
 
 
 LIBRARY = EmpiricalLibrary(["DAA", "DCW", "DW"])  # f = F_OF["D"] on every library sample
@@ -328,7 +335,6 @@ def test_conventional_pairs_come_from_their_own_cells():
 ])
 def test_validation_size_by_hand(n, frac, floor, expected):
     assert validation_size(n, frac, floor) == expected
-    assert validation_size(1000, 0.01) == 100  # the default floor: 100 cells, not 10
 
 
 def test_screen_objective_refuses_an_empty_batch_and_passes_its_floor_on():
@@ -339,7 +345,8 @@ def test_screen_objective_refuses_an_empty_batch_and_passes_its_floor_on():
     assert len(obj.val_cells) == 5  # max(round(2.52), min(5, 126), 1)
 
 
-def test_validation_size_refusals():
+def test_validation_size_default_floor_and_refusals():
+    assert validation_size(1000, 0.01) == 100  # the default floor: 100 cells, not 10
     for frac in (1.0, 1.5, -0.1):
         with pytest.raises(ValueError, match=rf"^val_frac must be in \[0, 1\), got {frac}$"):
             validation_size(100, frac)
@@ -358,15 +365,6 @@ def test_split_cells_sizes_cover_and_generator():
     assert len(val) == 100 and sorted(train.tolist() + val.tolist()) == list(range(1000))
     assert torch.equal(train, train2) and torch.equal(val, val2)
     assert len(_split_cells(1000, 0.001, torch.Generator(), val_min=5)[1]) == 5
-
-
-def _screen_of(cells, n0=N0):
-    """A screen of the given sorted cells (sequence indices into SEQS), y = 1 each."""
-    ptr = np.cumsum([0] + [len(c) for c in cells])
-    return Screen(tokens=encode(SEQS), cell_ptr=torch.as_tensor(ptr),
-                  seq_idx=torch.tensor([s for c in cells for s in c]),
-                  y=torch.ones(len(cells)), n0=n0, n_cells=n0 + len(cells), moi=MOI,
-                  threshold=0.0)
 
 
 def test_check_screen_needs_two_sorted_cells():

@@ -28,7 +28,8 @@ from liftkit.utils import atomic_path, repo_root
 if TYPE_CHECKING:
     import pandas as pd
 
-VERDICTS = ("reproduced", "not reproduced", "not testable here")
+NOT_TESTABLE = "not testable here"
+VERDICTS = ("reproduced", "not reproduced", NOT_TESTABLE)
 PAPERS = ("LIFT", "SAMS-VAE")
 REGISTRY = Path("book") / "claims"  # one <chapter>.yaml per chapter, under the repository root
 ENV_DIR = "LIFTKIT_CLAIMS_DIR"
@@ -61,7 +62,7 @@ class Verdict:
 
     def __post_init__(self) -> None:
         if self.holds is None:
-            self.verdict = "not testable here"
+            self.verdict = NOT_TESTABLE
         else:
             self.verdict = "reproduced" if self.holds else "not reproduced"
 
@@ -92,7 +93,7 @@ def _parse(raw: dict[str, Any], source: Path) -> Claim:
         raise ValueError(f"{source}: claim {name!r} expects {raw['expected']!r}; use one of {VERDICTS}")
     if raw["paper"] not in PAPERS:
         raise ValueError(f"{source}: claim {name!r} names paper {raw['paper']!r}; use one of {PAPERS}")
-    if raw["expected"] == "not testable here" and not raw.get("reason"):
+    if raw["expected"] == NOT_TESTABLE and not raw.get("reason"):
         raise ValueError(f"{source}: claim {name!r} is not testable here: say why in `reason`")
     return Claim(**{k: str(v) for k, v in raw.items()})
 
@@ -212,12 +213,12 @@ NOT_RUN = "not run in this build"
 
 def _table_verdict(claim: Claim, got: dict[str, Any] | None) -> tuple[str, str]:
     """(verdict, numbers) of one row: the recorded run, else the registry's expectation."""
-    if claim.expected == "not testable here":
-        return "not testable here", claim.reason
+    if claim.expected == NOT_TESTABLE:
+        return NOT_TESTABLE, claim.reason
     if got is None:
         return f"{claim.expected} (expected; {NOT_RUN})", ""
-    if got["verdict"] == "not testable here":
-        return got["verdict"], got.get("reason", "")
+    if got["verdict"] == NOT_TESTABLE:
+        return NOT_TESTABLE, got["reason"]
     nums = ", ".join(f"{k} = {_fmt(v)}" for k, v in got["numbers"].items())
     return got["verdict"], nums
 

@@ -2,17 +2,25 @@
 
 They let the tests and ``benchmarks/bench_realdata.py`` run the real-data path of the book
 (``load_scperturb`` and the chapters' ``-p dataset norman2019``) without network access, at any
-size. They are not models of the biology: effects are planted so that a test can see them.
+size: :func:`stage_download` puts a generated file where the manifest's download would be. They are not models of the biology: effects are planted so that a test can see them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import yaml
+
+from liftkit.data.download import ENV_CACHE
+from liftkit.data.manifest import ENV_MANIFEST
+from liftkit.utils import repo_root
 
 
 def norman_like_screen(
@@ -78,3 +86,51 @@ def norman_like_screen(
         index=[f"cell{i}" for i in range(n_cells)],
     )
     return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes))
+
+
+def stage_download(
+    adata: ad.AnnData, folder: str | Path, name: str = "norman2019",
+    params: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """Stand ``adata`` in for the download of manifest entry ``name``, offline.
+
+    Writes ``adata`` under ``folder/cache`` with the entry's file name, and ``folder/manifest.yaml``
+    holding a copy of the repository's entry whose checksum is that file's md5 (so it is found
+    verified in the cache and never fetched: its URL is unreachable) and whose loader parameters
+    are updated with ``params``.
+
+    Parameters
+    ----------
+    adata
+        The file's content, e.g. :func:`norman_like_screen`.
+    folder
+        An existing folder to stage in.
+    name
+        The manifest entry to stand in for.
+    params
+        Loader parameters to override (e.g. smaller QC thresholds for a small file).
+
+    Returns
+    -------
+    dict
+        The environment variables that point liftkit at the staged manifest and cache.
+
+    Examples
+    --------
+    >>> env = stage_download(norman_like_screen(), tmp)  # doctest: +SKIP
+    >>> sorted(env)  # doctest: +SKIP
+    ['LIFTKIT_DATA_DIR', 'LIFTKIT_MANIFEST']
+    """
+    folder = Path(folder)
+    doc = yaml.safe_load((repo_root() / "data_manifest.yaml").read_text())
+    entry = next(e for e in doc["datasets"] if e["name"] == name)
+    cache = folder / "cache"
+    cache.mkdir()
+    path = cache / entry["filename"]
+    adata.write_h5ad(path)
+    entry.update(urls=["http://127.0.0.1:9/unreachable.h5ad"],
+                 checksum="md5:" + hashlib.md5(path.read_bytes()).hexdigest(),
+                 params={**entry["params"], **(params or {})})
+    manifest = folder / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"datasets": [entry]}))
+    return {ENV_MANIFEST: str(manifest), ENV_CACHE: str(cache)}
